@@ -1,0 +1,42 @@
+# avatarflow: two commands do all the set-up.
+#   make demo   portrait + speech -> out/demo.mp4 (embedded, CPU)
+#   make test   installs what it needs and runs the tests
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench proto lint clean system-deps
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# espeak-ng speaks the demo and test sentences; installed from Debian's packages when missing.
+system-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  echo "installing espeak-ng (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+
+demo: $(STAMP) system-deps
+	$(BIN)/avatarflow make-inputs --dir out/inputs
+	$(BIN)/avatarflow demo --image out/inputs/portrait.png --audio out/inputs/speech.wav \
+	  --out out/demo.mp4 --contact-sheet out/demo_contact.png
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench.run_embedded --out bench/results
+
+proto: $(STAMP)
+	$(BIN)/python -m avatarflow.protogen
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

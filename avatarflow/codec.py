@@ -1,0 +1,96 @@
+"""Messages <-> protobuf envelope bytes. The bus uses this and nothing else for the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avatarflow import messages as m
+from avatarflow import tensor
+from avatarflow.controls import Controls
+from avatarflow.errors import InvalidInput
+from avatarflow.v1 import pipeline_pb2 as pb
+
+_ONEOF = {
+    m.SessionStart: "session_start", m.ControlUpdate: "control_update",
+    m.Interrupt: "interrupt", m.EndOfAudio: "end_of_audio", m.AudioChunk: "audio_chunk",
+    m.AudioFeatures: "audio_features", m.MotionFrame: "motion_frame",
+    m.RenderedFrame: "rendered_frame", m.FinalFrame: "final_frame",
+    m.SessionError: "session_error",
+}
+_CLASS = {v: k for k, v in _ONEOF.items()}
+_TENSORS = {
+    m.AudioChunk: ("pcm",), m.AudioFeatures: ("features",),
+    m.MotionFrame: ("rotation", "translation", "expression", "head_template", "head_offset",
+                    "body", "hands"),
+    m.RenderedFrame: ("image",), m.FinalFrame: ("image",),
+}
+_SCALARS = {
+    m.SessionStart: ("avatar_id", "image", "sample_rate", "mode", "width", "height", "fps"),
+    m.AudioChunk: ("sample_rate",), m.AudioFeatures: ("layout",), m.MotionFrame: ("scale",),
+    m.SessionError: ("stage", "category", "message"),
+}
+
+
+def _controls_to_pb(c: Controls) -> pb.Controls:
+    return pb.Controls(expression_intensity=c.expression_intensity,
+                       pose_amplitude=c.pose_amplitude, emotion=c.emotion, seed=c.seed)
+
+
+def _controls_from_pb(c: pb.Controls) -> Controls:
+    return Controls(expression_intensity=round(c.expression_intensity, 6),
+                    pose_amplitude=round(c.pose_amplitude, 6), emotion=c.emotion or "neutral",
+                    seed=c.seed)
+
+
+def to_proto(msg: m.Message) -> Any:
+    """Builds the protobuf message for ``msg`` (not yet wrapped in an envelope)."""
+    cls = type(msg)
+    out = getattr(pb, cls.__name__)()
+    h = out.header
+    h.session_id, h.index, h.pts, h.deadline = msg.session_id, msg.index, msg.pts, msg.deadline
+    h.trace.traceparent = msg.traceparent
+    for name in _TENSORS.get(cls, ()):
+        getattr(out, name).CopyFrom(tensor.encode(getattr(msg, name)))
+    for name in _SCALARS.get(cls, ()):
+        setattr(out, name, getattr(msg, name))
+    if isinstance(msg, m.SessionStart | m.ControlUpdate):
+        out.controls.CopyFrom(_controls_to_pb(msg.controls))
+    if isinstance(msg, m.RenderedFrame):
+        out.motion.CopyFrom(to_proto(msg.motion))
+    return out
+
+
+def from_proto(cls: type[m.Message], p: Any) -> m.Message:
+    """Rebuilds a message of class ``cls`` from its protobuf form."""
+    h = p.header
+    kwargs: dict[str, Any] = dict(session_id=h.session_id, index=h.index, pts=h.pts,
+                                  deadline=h.deadline, traceparent=h.trace.traceparent)
+    for name in _TENSORS.get(cls, ()):
+        kwargs[name] = tensor.decode(getattr(p, name))
+    for name in _SCALARS.get(cls, ()):
+        kwargs[name] = getattr(p, name)
+    if cls in (m.SessionStart, m.ControlUpdate):
+        kwargs["controls"] = _controls_from_pb(p.controls)
+    if cls is m.RenderedFrame:
+        kwargs["motion"] = from_proto(m.MotionFrame, p.motion)
+    return cls(**kwargs)
+
+
+def encode(msg: m.Message) -> bytes:
+    """Message -> envelope bytes."""
+    env = pb.Envelope()
+    getattr(env, _ONEOF[type(msg)]).CopyFrom(to_proto(msg))
+    return env.SerializeToString()
+
+
+def decode(data: bytes) -> m.Message:
+    """Envelope bytes -> message. Raises InvalidInput on anything malformed."""
+    env = pb.Envelope()
+    try:
+        env.ParseFromString(data)
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise InvalidInput(f"malformed envelope: {exc}") from exc
+    which = env.WhichOneof("body")
+    if which is None:
+        raise InvalidInput("envelope carries no message")
+    return from_proto(_CLASS[which], getattr(env, which))

@@ -1,0 +1,56 @@
+"""One small error hierarchy. Services map ``category`` to a gRPC status in one place; the CLI
+maps it to an exit code and a message."""
+
+from __future__ import annotations
+
+
+class AvatarflowError(Exception):
+    """Base error: ``category`` names what kind of failure it is, ``retryable`` whether the
+    same request may succeed later."""
+
+    category = "internal"
+    retryable = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InvalidInput(AvatarflowError):
+    """The caller sent something unusable (bad image, bad audio, bad setting)."""
+
+    category = "invalid_argument"
+
+
+class NotFound(AvatarflowError):
+    """A referenced thing (avatar id, session) does not exist."""
+
+    category = "not_found"
+
+
+class OutOfRange(AvatarflowError):
+    """A value is outside its allowed range."""
+
+    category = "out_of_range"
+
+
+class Unavailable(AvatarflowError):
+    """A dependency is temporarily unavailable."""
+
+    category = "unavailable"
+    retryable = True
+
+
+class MissingExtra(AvatarflowError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    category = "failed_precondition"
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(f"{module} is not installed: pip install 'avatarflow[{extra}]'")
+
+
+EXIT_CODES = {"invalid_argument": 2, "out_of_range": 2, "not_found": 3,
+              "failed_precondition": 4, "unavailable": 5, "internal": 1}

@@ -1,0 +1,74 @@
+"""The stage base: subclasses only transform messages; the runner owns the rest.
+
+A stage's ``process`` takes one message and returns the messages it produces, in order. The
+runner moves messages between the bus and the stage, passes control messages on, keeps
+per-stage timings and isolates sessions: a message that fails is reported as an error event for
+its session and the stage goes on with every other session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avatarflow import messages as m
+from avatarflow.errors import AvatarflowError
+
+log = logging.getLogger(__name__)
+
+
+class Stage:
+    """Transforms messages. Override ``process``; the default passes everything through."""
+
+    name = "stage"
+
+    def process(self, msg: m.Message) -> Iterable[m.Message]:
+        return (msg,)
+
+    def close(self) -> None:
+        """Releases engines and caches."""
+
+
+@dataclass
+class StageStats:
+    """Wall time spent per produced frame, for medians and p99s."""
+
+    per_frame_s: list[float] = field(default_factory=list)
+    frames: int = 0
+    busy_s: float = 0.0
+
+    def add(self, elapsed: float, frames_out: int) -> None:
+        self.busy_s += elapsed
+        if frames_out:
+            self.frames += frames_out
+            self.per_frame_s.extend([elapsed / frames_out] * frames_out)
+
+    def summary(self) -> dict[str, float]:
+        if not self.per_frame_s:
+            return {"frames": 0, "median_ms": 0.0, "p99_ms": 0.0, "busy_s": self.busy_s}
+        a = np.asarray(self.per_frame_s) * 1e3
+        return {"frames": self.frames, "median_ms": float(np.median(a)),
+                "p99_ms": float(np.percentile(a, 99)), "busy_s": self.busy_s}
+
+
+FRAME_TYPES = (m.AudioFeatures, m.MotionFrame, m.RenderedFrame, m.FinalFrame)
+
+
+def run_stage(stage: Stage, msg: m.Message, stats: StageStats | None = None) -> list[m.Message]:
+    """Runs one message through a stage, timing it and turning failures into SessionError."""
+    if isinstance(msg, m.SessionError):
+        return [msg]  # an upstream failure travels to the sink untouched
+    start = time.perf_counter()
+    try:
+        out = list(stage.process(msg))
+    except AvatarflowError as exc:
+        log.warning("%s: session %s: %s", stage.name, msg.session_id, exc.message)
+        return [m.SessionError(session_id=msg.session_id, index=msg.index, pts=msg.pts,
+                             stage=stage.name, category=exc.category, message=exc.message)]
+    if stats is not None:
+        stats.add(time.perf_counter() - start, sum(isinstance(o, FRAME_TYPES) for o in out))
+    return out

@@ -1,0 +1,35 @@
+"""The tensor envelope: the one place where arrays become bytes and back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatarflow.errors import InvalidInput
+from avatarflow.v1 import tensor_pb2
+
+ALLOWED_DTYPES = frozenset({"float16", "float32", "float64", "int16", "int32", "int64", "uint8"})
+
+
+def encode(array: np.ndarray) -> tensor_pb2.Tensor:
+    """Packs an array (any layout) as a little-endian, C-order tensor."""
+    arr = np.asarray(array)
+    if arr.dtype.name not in ALLOWED_DTYPES:
+        raise InvalidInput(f"tensor dtype {arr.dtype.name} is not one of {sorted(ALLOWED_DTYPES)}")
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return tensor_pb2.Tensor(dtype=arr.dtype.name, shape=list(arr.shape), data=arr.tobytes())
+
+
+def decode(tensor: tensor_pb2.Tensor) -> np.ndarray:
+    """Unpacks a tensor, checking that dtype, shape and byte length agree."""
+    if tensor.dtype not in ALLOWED_DTYPES:
+        raise InvalidInput(f"tensor dtype {tensor.dtype!r} is not one of {sorted(ALLOWED_DTYPES)}")
+    dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    shape = tuple(int(s) for s in tensor.shape)
+    if any(s < 0 for s in shape):
+        raise InvalidInput(f"tensor shape {shape} has a negative dimension")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise InvalidInput(
+            f"tensor of shape {shape} and dtype {tensor.dtype} needs {expected} bytes, "
+            f"got {len(tensor.data)}")
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))

@@ -69,6 +69,11 @@ def run_stage(stage: Stage, msg: m.Message, stats: StageStats | None = None) -> 
         log.warning("%s: session %s: %s", stage.name, msg.session_id, exc.message)
         return [m.SessionError(session_id=msg.session_id, index=msg.index, pts=msg.pts,
                              stage=stage.name, category=exc.category, message=exc.message)]
+    except Exception as exc:  # a bug must not take the stage down for every other session
+        log.exception("%s: session %s failed", stage.name, msg.session_id)
+        return [m.SessionError(session_id=msg.session_id, index=msg.index, pts=msg.pts,
+                             stage=stage.name, category="internal",
+                             message=f"internal error in {stage.name}: {type(exc).__name__}")]
     if stats is not None:
         stats.add(time.perf_counter() - start, sum(isinstance(o, FRAME_TYPES) for o in out))
     return out

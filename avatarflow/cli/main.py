@@ -1,0 +1,53 @@
+"""The ``avatarflow`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from avatarflow.errors import EXIT_CODES, AvatarflowError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from avatarflow.cli import demo
+
+    p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="portrait + speech -> talking video (embedded, CPU)")
+    demo.add_arguments(d)
+    i = sub.add_parser("make-inputs", help="write the bundled demo portrait and speech")
+    i.add_argument("--dir", default="out/inputs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            from avatarflow.cli import demo
+
+            demo.run(args)
+        elif args.command == "make-inputs":
+            from avatarflow.cli.inputs import make_inputs
+
+            for path in make_inputs(Path(args.dir)):
+                print("wrote", path)
+    except AvatarflowError as exc:
+        print(f"avatarflow: error: {exc.message}", file=sys.stderr)
+        return EXIT_CODES.get(exc.category, 1)
+    except KeyboardInterrupt:
+        print("avatarflow: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Output formats a session may ask for."""
+
+from __future__ import annotations
+
+from avatarflow.errors import InvalidInput
+
+MODES = ("upper-body", "head")
+DEFAULT_SIZE = {"upper-body": (512, 768), "head": (512, 512)}
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 256, 1024, 16
+MIN_FPS, MAX_FPS = 1.0, 60.0
+
+
+def validate_output(mode: str, width: int, height: int, fps: float) -> None:
+    """Raises InvalidInput naming what is allowed when the request is not."""
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for side, value in (("width", width), ("height", height)):
+        if not MIN_SIDE <= value <= MAX_SIDE or value % SIDE_STEP:
+            raise InvalidInput(
+                f"unsupported output size {width}x{height}: {side} must be a multiple of "
+                f"{SIDE_STEP} between {MIN_SIDE} and {MAX_SIDE}")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise InvalidInput(f"unsupported fps {fps:g}: must be between {MIN_FPS:g} and {MAX_FPS:g}")

@@ -15,8 +15,8 @@ PROTO_DIR = ROOT / "proto"
 
 def generate(out_dir: Path) -> list[Path]:
     """Runs protoc (grpcio-tools) on every proto file and returns the written files."""
-    from grpc_tools import protoc  # dev extra
     import grpc_tools
+    from grpc_tools import protoc  # dev extra
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))

@@ -20,5 +20,5 @@ class Bus(ABC):
     async def receive(self, topic: str, group: str) -> m.Message:
         """Takes the next message for ``group``, urgent control first."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases connections and wakes waiting consumers."""

@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> dict:
     image = image_path.read_bytes()
     decode_image(image)  # fail fast, before loading any model
     pcm, rate = load_audio(args.audio)
-    engines = {stage: getattr(args, f"{stage.replace('-', '_')}_engine") for stage in DEFAULT_ENGINES}
+    engines = {stage: getattr(args, f"{stage.replace('-', '_')}_engine")
+               for stage in DEFAULT_ENGINES}
     pipeline = EmbeddedPipeline(build_stages(engines))
     sid = uuid.uuid4().hex[:12]
     start = m.SessionStart(session_id=sid, image=image, sample_rate=rate, mode=args.mode,
@@ -127,4 +128,5 @@ def _print_summary(out: Path, s: dict) -> None:
     print(f"wrote {out}: {s['frames']} frames, {s['seconds_of_video']:.2f} s of video")
     print(f"achieved {s['fps']:.1f} fps ({s['fps'] / 30:.2f}x real time at 30 fps)")
     parts = [f"{name} {st['median_ms']:.2f}" for name, st in s["stages"].items()]
-    print("per-stage median ms/frame: " + ", ".join(parts) + f", encode {s['encode_median_ms']:.2f}")
+    parts.append(f"encode {s['encode_median_ms']:.2f}")
+    print("per-stage median ms/frame: " + ", ".join(parts))

@@ -55,7 +55,6 @@ class Resampler:
         self.passthrough = self.up == self.down
         self._phases = min(self.up, MAX_PHASES)
         self._weights, self.taps_per_side = _table(self.up, self.down, self._phases)
-        self._offsets = np.arange(-self.taps_per_side + 1, self.taps_per_side + 1)
         self.reset()
 
     def reset(self) -> None:
@@ -101,8 +100,10 @@ class Resampler:
             row = (rem * self._phases + self.up // 2) // self.up
             base = base + row // self._phases
             row = row % self._phases
-        taps = self._buf[base[:, None] + self._offsets[None, :] - self._start]
-        out = (taps * self._weights[row]).sum(axis=1)
+        windows = np.lib.stride_tricks.sliding_window_view(self._buf, 2 * self.taps_per_side)
+        taps = windows[base - (self.taps_per_side - 1) - self._start]
+        weights = self._weights[0] if self._phases == 1 else self._weights[row]
+        out = (taps * weights).sum(axis=1)
         self._n_out = end
         keep = int(end * self.down // self.up) - self.taps_per_side  # next output's first tap
         if keep > self._start:

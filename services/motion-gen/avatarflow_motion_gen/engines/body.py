@@ -11,12 +11,29 @@ from avatarflow.motion import BODY, BODY_CANONICAL, HAND_JOINTS, HAND_REST
 from .common import decay, follow
 from .params import SignalParams
 
+_CANON = BODY_CANONICAL.astype(np.float64)
 _UPPER = [BODY[n] for n in ("shoulder_r", "shoulder_l", "elbow_r", "elbow_l", "wrist_r",
                             "wrist_l")]
 _HIPS = [BODY["hip_r"], BODY["hip_l"]]
 _BREATH = {"shoulder": 1.0, "elbow": 0.6, "wrist": 0.4, "hip": 0.0}
-_BREATH_WEIGHT = np.array([_BREATH[n.split("_")[0]] for n in BODY], dtype=np.float64)
 WRISTS = (BODY["wrist_l"], BODY["wrist_r"])  # hand 0 is the left hand, hand 1 the right
+
+
+def _patterns(p: SignalParams) -> dict[str, np.ndarray]:
+    """B x 3 displacement per unit of each motion source; the body is their weighted sum."""
+    out = {k: np.zeros((len(BODY), 3)) for k in ("breath", "yaw", "tilt", "left", "right")}
+    out["breath"][:, 1] = [-p.breath_rise * _BREATH[n.split("_")[0]] for n in BODY]
+    # Shoulders and arms follow the head late and less: a shift with yaw, a tilt with roll.
+    for idx, weight in ((_UPPER, 1.0), (_HIPS, 0.3)):
+        out["yaw"][idx, 0] = weight * p.sway_yaw
+        out["tilt"][idx, 0] = -weight * _CANON[idx, 1]
+        out["tilt"][idx, 1] = weight * _CANON[idx, 0]
+    (wx, wy), (ex, ey) = p.gesture_wrist, p.gesture_elbow
+    out["right"][BODY["wrist_r"], :2] = (wx, wy)
+    out["left"][BODY["wrist_l"], :2] = (-wx, wy)
+    out["right"][BODY["elbow_r"], :2] = (ex, ey)
+    out["left"][BODY["elbow_l"], :2] = (-ex, ey)
+    return out
 
 
 def _curl_delta() -> np.ndarray:
@@ -41,6 +58,7 @@ class Body:
 
     def __init__(self, p: SignalParams, fps: float, rng: np.random.Generator) -> None:
         self.p = p
+        self._patterns = _patterns(p)
         self._breath_omega = 2.0 * math.pi * rng.uniform(*p.breath_hz) / fps
         self._breath_phase = rng.uniform(0.0, 2.0 * math.pi)
         self._lag = follow(fps, p.body_lag_s)
@@ -68,19 +86,9 @@ class Body:
                 self._gesture_env[s] = max(self._gesture_env[s], amp)
         self.gesture += self._attack * (self._gesture_env - self.gesture)
 
-        delta = np.zeros_like(BODY_CANONICAL, dtype=np.float64)
         breath = 0.5 * (1.0 - math.cos(self._breath_omega * n + self._breath_phase))
-        delta[:, 1] -= p.breath_rise * breath * _BREATH_WEIGHT
-        # Shoulders and arms follow the head late and less: a shift with yaw, a tilt with roll.
-        tilt = p.sway_roll * self._roll
-        canon = BODY_CANONICAL.astype(np.float64)
-        for idx, weight in ((_UPPER, 1.0), (_HIPS, 0.3)):
-            delta[idx, 0] += weight * (p.sway_yaw * self._yaw - tilt * canon[idx, 1])
-            delta[idx, 1] += weight * tilt * canon[idx, 0]
-        gl, gr = self.gesture
-        (wx, wy), (ex, ey) = p.gesture_wrist, p.gesture_elbow
-        delta[BODY["wrist_r"], :2] += (wx * gr, wy * gr)
-        delta[BODY["wrist_l"], :2] += (-wx * gl, wy * gl)
-        delta[BODY["elbow_r"], :2] += (ex * gr, ey * gr)
-        delta[BODY["elbow_l"], :2] += (-ex * gl, ey * gl)
+        pat = self._patterns
+        delta = (breath * pat["breath"] + self._yaw * pat["yaw"]
+                 + (p.sway_roll * self._roll) * pat["tilt"]
+                 + self.gesture[0] * pat["left"] + self.gesture[1] * pat["right"])
         return delta, p.finger_curl * self.gesture

@@ -41,6 +41,8 @@ def speech(seconds: float, seed: int = 0, pause_db: float = -65.0,
     t = int(lead_silence_s * FPS)
     while t < total:
         for _ in range(int(rng.integers(1, 5))):
+            if t >= total:
+                break
             n = int(rng.integers(4, 10))
             amp = 10 ** (rng.uniform(-28, -16) / 20.0)
             hump = np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 1.5

@@ -17,7 +17,15 @@ import numpy as np
 
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
-from avatarflow.motion import BODY_CANONICAL, EXPR, EXPRESSIONS, HAND_REST, K, head_template
+from avatarflow.motion import (
+    BODY_CANONICAL,
+    EXPR,
+    EXPRESSION_BASIS,
+    EXPRESSIONS,
+    HAND_REST,
+    HEAD_TEMPLATE,
+    K,
+)
 
 from .body import CURL_DELTA, WRISTS, Body
 from .common import FeatureLayout, MotionOutput, follow, parse_layout
@@ -37,6 +45,8 @@ _BLINKS = [EXPR["blink_left"], EXPR["blink_right"]]
 _LOW = np.array([0.0 if n in ("jaw_open", "blink_left", "blink_right") else -1.0
                  for n in EXPRESSIONS])
 _HIGH = np.ones(len(EXPRESSIONS))
+_BASIS = EXPRESSION_BASIS.reshape(len(EXPRESSIONS), -1)  # as motion.head_template computes
+_WRISTS = np.array(WRISTS)[:, None]  # 2 x 1: picks the wrist under each hand
 _DRAWS = 8  # uniforms per frame: 3 blink, 3 jitter, 2 gesture
 
 
@@ -75,6 +85,8 @@ class SignalSession:
         hi0 = int(0.45 * n)
         self._low = slice(mel.start + lo0, mel.start + max(lo0 + 1, lo1))
         self._high = slice(mel.start + hi0, mel.start + max(hi0 + 1, int(0.75 * n)))
+        self._low_w = 1.0 / (self._low.stop - self._low.start)
+        self._high_w = 1.0 / (self._high.stop - self._high.start)
 
     def set_controls(self, controls: Controls) -> None:
         """New controls ease in over ``control_s``; a new seed reseeds future random draws."""
@@ -104,7 +116,8 @@ class SignalSession:
 
         energy = min(max(float(x[lay.energy_db]), -100.0), 0.0)
         voicing = None if lay.voicing is None else float(x[lay.voicing])
-        low, high = float(x[self._low].mean()), float(x[self._high].mean())
+        low = float(x[self._low].sum()) * self._low_w
+        high = float(x[self._high].sum()) * self._high_w
         expr, _, stress = self._face.update(energy, voicing, low, high, u[0:3])
         level = self._face.speech.level
         rotation, translation, scale = self._head.update(self._frame, level, stress, u[3:6])
@@ -116,19 +129,19 @@ class SignalSession:
         expr[_BLINKS] = blinks
         expr = np.clip(expr, _LOW, _HIGH).astype(np.float32)
         amp = self._amplitude
-        body = BODY_CANONICAL + (amp * delta).astype(np.float32)
-        hands = (body[list(WRISTS)][:, None, :] + HAND_REST
-                 + (amp * curl[:, None, None] * CURL_DELTA).astype(np.float32))
+        body = (BODY_CANONICAL + amp * delta).astype(np.float32)
+        hands = (body[_WRISTS] + HAND_REST
+                 + ((amp * curl)[:, None, None] * CURL_DELTA).astype(np.float32))
         out = MotionOutput(
             frame=self._frame,
             rotation=(amp * rotation).astype(np.float32),
             translation=(amp * translation).astype(np.float32),
             scale=float(np.float32(1.0 + amp * (scale - 1.0))),
             expression=expr,
-            head_template=head_template(expr).astype(np.float32),
+            head_template=HEAD_TEMPLATE + (expr @ _BASIS).reshape(K, 3),
             head_offset=np.zeros((K, 3), dtype=np.float32),
-            body=body.astype(np.float32),
-            hands=hands.astype(np.float32),
+            body=body,
+            hands=hands,
         )
         self._frame += 1
         return out

@@ -1,7 +1,9 @@
 """The audio-encoder stage: audio chunks in, one ``AudioFeatures`` per video frame out.
 
 Frame indexes count from 0 per session and never repeat: an interrupt drops the buffered audio
-but keeps counting, so presentation timestamps (``index / fps``) keep advancing.
+but keeps counting, so presentation timestamps (``index / fps``) keep advancing. Audio for an
+unknown session is NotFound; control messages for one pass on untouched, as there is nothing to
+flush.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ class Speech:
     features: np.ndarray  # T x 44 float32
     envelope: np.ndarray  # T linear amplitude of the speech alone, 0 in pauses
     silent: np.ndarray  # T bool: inside a pause, at least 3 frames after the last speech
+    tilt: np.ndarray  # T vowel colour: > 0 spread (/i/), < 0 rounded (/u/), 0 in pauses
 
 
 def _frame(rng: np.random.Generator, db: float, voicing: float, tilt: float) -> np.ndarray:
@@ -65,7 +66,7 @@ def speech(seconds: float, seed: int = 0, pause_db: float = -65.0,
         if speaking[i]:
             last = i
         since[i] = i - last
-    return Speech(np.stack(frames), env, (~speaking) & (since >= 3))
+    return Speech(np.stack(frames), env, (~speaking) & (since >= 3), tilt)
 
 
 def silence(seconds: float, db: float = -100.0, seed: int = 0) -> np.ndarray:

@@ -55,7 +55,7 @@ class SignalParams:
     # Head pose.
     head_deg: tuple[float, float, float] = (2.0, 3.5, 1.2)  # pitch, yaw, roll sway amplitude
     head_freq_hz: tuple[float, float] = (0.06, 0.4)
-    head_idle: float = 0.35  # sway gain in silence ...
+    head_idle: float = 0.4  # sway gain in silence ...
     head_speech: float = 1.0  # ... plus this times the recent speech level
     jitter_deg: float = 2.5
     jitter_s: float = 0.15

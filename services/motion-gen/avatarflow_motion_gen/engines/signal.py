@@ -48,6 +48,7 @@ _HIGH = np.ones(len(EXPRESSIONS))
 _BASIS = EXPRESSION_BASIS.reshape(len(EXPRESSIONS), -1)  # as motion.head_template computes
 _WRISTS = np.array(WRISTS)[:, None]  # 2 x 1: picks the wrist under each hand
 _DRAWS = 8  # uniforms per frame: 3 blink, 3 jitter, 2 gesture
+_SNAP = 1e-3  # eased controls land exactly on their target from this close
 
 
 def emotion_offset(emotion: str) -> np.ndarray:
@@ -105,14 +106,22 @@ class SignalSession:
     def flush(self) -> list[MotionOutput]:
         return []  # causal: nothing is held back
 
+    def _eased(self, value: float, target: float) -> float:
+        """One easing step that lands exactly on the target once close enough."""
+        value += self._ease * (target - value)
+        return target if abs(target - value) < _SNAP else value
+
     def _step(self, features: np.ndarray) -> MotionOutput:
         x = self.layout.check(features)
         lay = self.layout
         u = self._rng.random(_DRAWS)
         c = self._controls
-        self._intensity += self._ease * (c.expression_intensity - self._intensity)
-        self._amplitude += self._ease * (c.pose_amplitude - self._amplitude)
-        self._offset += self._ease * (self._target_offset - self._offset)
+        self._intensity = self._eased(self._intensity, c.expression_intensity)
+        self._amplitude = self._eased(self._amplitude, c.pose_amplitude)
+        if not np.array_equal(self._offset, self._target_offset):
+            self._offset += self._ease * (self._target_offset - self._offset)
+            near = np.abs(self._target_offset - self._offset) < _SNAP
+            self._offset[near] = self._target_offset[near]
 
         energy = min(max(float(x[lay.energy_db]), -100.0), 0.0)
         voicing = None if lay.voicing is None else float(x[lay.voicing])

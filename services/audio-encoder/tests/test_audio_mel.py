@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from avatarflow_audio_encoder.engines import create
-from avatarflow_audio_encoder.engines.mel import MelEngine
 
 from avatarflow.errors import InvalidInput
+from avatarflow_audio_encoder.engines import create
+from avatarflow_audio_encoder.engines.mel import MelEngine
 
 ENGINE = MelEngine()
 ENERGY, VOICING, ZCR, FLUX = 40, 41, 42, 43

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from avatarflow_audio_encoder.resample import Resampler
 
 from avatarflow.errors import InvalidInput
+from avatarflow_audio_encoder.resample import Resampler
 
 
 def _run(sr: int, x: np.ndarray, sizes: list[int] | None = None) -> np.ndarray:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from avatarflow_audio_encoder import build_stage
 
 from avatarflow import messages as m
 from avatarflow.errors import InvalidInput, NotFound
 from avatarflow.testing import of_type, run_test
+from avatarflow_audio_encoder import build_stage
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -15,7 +15,6 @@ import numpy as np
 from avatarflow import motion as mo
 from avatarflow.avatar import Avatar
 from avatarflow.errors import InvalidInput, MissingExtra
-
 from avatarflow_renderer import mouthclose
 
 # Per mode: eye midpoint height (fraction of canvas height), IOD (fraction of canvas width).

@@ -1,0 +1,13 @@
+"""Refiner engines by name, imported lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avatarflow import engines
+
+ENGINES = {"blend": "avatarflow_refiner.engines.blend:BlendEngine"}
+
+
+def create(name: str, **options: Any) -> Any:
+    return engines.create(ENGINES, "refiner", name, "refine", **options)

@@ -1,0 +1,13 @@
+"""Renderer engines by name, imported lazily."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avatarflow import engines
+
+ENGINES = {"warp": "avatarflow_renderer.engines.warp:WarpEngine"}
+
+
+def create(name: str, **options: Any) -> Any:
+    return engines.create(ENGINES, "renderer", name, "render", **options)

@@ -1,0 +1,81 @@
+"""The "warp" renderer: one thin-plate-spline backward warp of the portrait per frame (CPU),
+plus a painted mouth interior and eyelids."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import cv2
+import numpy as np
+
+from avatarflow.avatar import Avatar
+from avatarflow.messages import MotionFrame
+from avatarflow_renderer import paint
+from avatarflow_renderer.analysis import PortraitAnalyser
+from avatarflow_renderer.warpfield import WarpPlan
+
+
+class PlanCache:
+    """Warp plans per avatar, rebuilt when an avatar id is re-analysed."""
+
+    def __init__(self, capacity: int = 16, cell: int = 16) -> None:
+        self.capacity, self.cell = capacity, cell
+        self._plans: OrderedDict[str, WarpPlan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, avatar: Avatar) -> WarpPlan:
+        with self._lock:
+            plan = self._plans.get(avatar.avatar_id)
+            if plan is not None and plan.avatar is avatar:
+                self._plans.move_to_end(avatar.avatar_id)
+                return plan
+        plan = WarpPlan(avatar, self.cell)
+        with self._lock:
+            self._plans[avatar.avatar_id] = plan
+            while len(self._plans) > self.capacity:
+                self._plans.popitem(last=False)
+        return plan
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+
+class WarpEngine:
+    """Analyses portraits (mediapipe) and renders motion frames by warping them."""
+
+    def __init__(self, grid: int = 16, **options: Any) -> None:
+        if options:
+            raise TypeError(f"unknown warp engine options: {', '.join(options)}")
+        self._analyser: PortraitAnalyser | None = None
+        self.plans = PlanCache(cell=grid)
+
+    def prepare(self, image_rgb: np.ndarray, avatar_id: str, mode: str, width: int,
+                height: int) -> Avatar:
+        if self._analyser is None:
+            self._analyser = PortraitAnalyser()
+        avatar = self._analyser.analyse(image_rgb, avatar_id, mode, width, height)
+        self.plans.get(avatar)  # session-constant work happens now, not on the first frame
+        return avatar
+
+    def render(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray:
+        """H x W x 3 uint8 RGB for one motion frame."""
+        plan = self.plans.get(avatar)
+        rest, warp_face, body_src, body_tgt, face = plan.controls(motion)
+        out = plan.base.copy()
+        mapped = plan.backward_map(plan.field(rest, warp_face, body_src, body_tgt))
+        if mapped is not None:
+            (x0, y0, x1, y1), xy = mapped
+            out[y0:y1, x0:x1] = cv2.remap(plan.base, xy, None, cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE)
+        paint.paint_mouth(out, face, avatar.mouth_color, plan.iod)
+        paint.paint_eyelids(out, face, avatar.face_rest, avatar.skin_color, plan.iod)
+        return out
+
+    def close(self) -> None:
+        if self._analyser is not None:
+            self._analyser.close()
+            self._analyser = None
+        self.plans.clear()

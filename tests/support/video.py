@@ -34,6 +34,13 @@ def read_video(path: Path) -> Video:
     return Video(frames, fps, len(frames) / fps, a_dur or audio.size / rate, audio, rate)
 
 
+# Lips together read below this. Calibrated on the astronaut: her portrait's smile with parted
+# lips and teeth reads 0.12, the rendered closed smile 0.06-0.075 (face mesh places the inner
+# lip points on the lips' inner edges, which a thick closed smile keeps a few pixels apart), and
+# open speech frames 0.15-0.3.
+CLOSED_BELOW = 0.09
+
+
 class MouthMeter:
     """Inner-lip gap over eye-corner distance, from mediapipe face mesh on each frame."""
 

@@ -57,7 +57,9 @@ class EmbeddedPipeline:
     """Runs sessions through the four stages on one asyncio loop."""
 
     stages: list[Stage]
-    bus: MemoryBus = field(default_factory=MemoryBus)
+    # A few frames of slack per topic: enough to keep every stage busy, little enough that
+    # frames (about 1 MB each) do not pile up in memory and latency stays low.
+    bus: MemoryBus = field(default_factory=lambda: MemoryBus(maxsize=8))
     stats: dict[str, StageStats] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -7,7 +7,11 @@ once and reuses them for every avatar.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -74,6 +78,21 @@ def _sample(img: np.ndarray, pts: np.ndarray, radius: int) -> np.ndarray:
     return np.median(np.concatenate(out), axis=0).astype(np.float64)
 
 
+@contextlib.contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """Silences what mediapipe's C++ side writes to stderr while its graphs start and run
+    (feedback-tensor and projection notices a user cannot act on). Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class PortraitAnalyser:
     """Owns the mediapipe graphs; ``analyse`` turns a portrait into an ``Avatar``."""
 
@@ -83,11 +102,12 @@ class PortraitAnalyser:
         except ModuleNotFoundError as exc:  # pragma: no cover - render extra
             raise MissingExtra("mediapipe", "render") from exc
         sol = mp.solutions
-        self._face = sol.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                            max_num_faces=1)
-        self._pose = sol.pose.Pose(static_image_mode=True, enable_segmentation=True)
-        self._hands = sol.hands.Hands(static_image_mode=True, max_num_hands=2)
-        self._selfie = sol.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        with _quiet_native_logs():
+            self._face = sol.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                                max_num_faces=1)
+            self._pose = sol.pose.Pose(static_image_mode=True, enable_segmentation=True)
+            self._hands = sol.hands.Hands(static_image_mode=True, max_num_hands=2)
+            self._selfie = sol.selfie_segmentation.SelfieSegmentation(model_selection=0)
         self._lock = threading.Lock()  # mediapipe graphs are not re-entrant
 
     def close(self) -> None:
@@ -125,7 +145,7 @@ class PortraitAnalyser:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         img = np.ascontiguousarray(image_rgb[..., :3], dtype=np.uint8)
         ph, pw = img.shape[:2]
-        with self._lock:
+        with self._lock, _quiet_native_logs():
             pose = self._pose.process(img)
             pose_lm = (_landmarks(pose.pose_landmarks, pw, ph)
                        if pose.pose_landmarks else None)

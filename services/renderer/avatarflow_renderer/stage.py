@@ -10,24 +10,9 @@ from avatarflow import messages as m
 from avatarflow.avatar import Avatar, AvatarStore
 from avatarflow.errors import InvalidInput, NotFound
 from avatarflow.images import decode_image
+from avatarflow.output import validate_output
 from avatarflow.stage import Stage
 from avatarflow_renderer import engines
-
-MODES = ("upper-body", "head")
-MIN_SIDE, MAX_SIDE, MULTIPLE = 256, 1024, 16
-
-
-def validate_size(mode: str, width: int, height: int) -> None:
-    """Raises InvalidInput unless the mode and canvas size are supported."""
-    if mode not in MODES:
-        raise InvalidInput(f"unsupported mode {mode!r}; use 'upper-body' (512x768) or "
-                           f"'head' (512x512)")
-    for name, v in (("width", width), ("height", height)):
-        if not (MIN_SIDE <= v <= MAX_SIDE) or v % MULTIPLE:
-            raise InvalidInput(
-                f"unsupported size {width}x{height}: {name} must be a multiple of {MULTIPLE} "
-                f"between {MIN_SIDE} and {MAX_SIDE} (defaults: upper-body 512x768, "
-                f"head 512x512)")
 
 
 class RendererStage(Stage):
@@ -42,7 +27,7 @@ class RendererStage(Stage):
         self._sessions: dict[str, Avatar] = {}
 
     def _avatar(self, msg: m.SessionStart) -> Avatar:
-        validate_size(msg.mode, msg.width, msg.height)
+        validate_output(msg.mode, msg.width, msg.height, msg.fps)
         key = msg.avatar_id or msg.session_id
         if not msg.image and key in self.store:
             avatar = self.store.get(key)

@@ -78,6 +78,19 @@ def _sample(img: np.ndarray, pts: np.ndarray, radius: int) -> np.ndarray:
     return np.median(np.concatenate(out), axis=0).astype(np.float64)
 
 
+def _soften_outside(canvas: np.ndarray, src: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Where the canvas reaches past the portrait, edge replication draws streaks; a heavy
+    blur of them, feathered in, reads as out-of-focus background instead."""
+    h, w = canvas.shape[:2]
+    inside = cv2.warpAffine(np.ones(src.shape[:2], np.float32), m, (w, h),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if inside.min() >= 0.999:
+        return canvas
+    soft = cv2.GaussianBlur(canvas, (0, 0), w / 24)
+    alpha = cv2.GaussianBlur(inside, (0, 0), 3)[..., None]
+    return (alpha * canvas + (1.0 - alpha) * soft).astype(np.uint8)
+
+
 @contextlib.contextmanager
 def _quiet_native_logs() -> Iterator[None]:
     """Silences what mediapipe's C++ side writes to stderr while its graphs start and run
@@ -186,6 +199,7 @@ class PortraitAnalyser:
         interp = cv2.INTER_CUBIC if s > 1 else cv2.INTER_LINEAR
         canvas = cv2.warpAffine(src, src_m, (width, height), flags=interp,
                                 borderMode=cv2.BORDER_REPLICATE)
+        canvas = _soften_outside(canvas, src, src_m)
 
         face_points = _apply(m, face_p).astype(np.float32)
         face_axes = fit_face_axes(face_points)

@@ -106,16 +106,22 @@ class EmbeddedPipeline:
     async def _feed(self, start: m.SessionStart, chunks: Any) -> None:
         await self.bus.publish(AUDIO, start)
         index = 0
-        if hasattr(chunks, "__aiter__"):
-            async for chunk in chunks:
-                await self.bus.publish(AUDIO, chunk)
-                index += 1
-        else:
-            for chunk in chunks:
-                await self.bus.publish(AUDIO, chunk)
-                index += 1
+        async for chunk in _aiter(chunks):
+            await self.bus.publish(AUDIO, chunk)
+            index += 1
         await self.bus.publish(AUDIO, m.EndOfAudio(session_id=start.session_id, index=index))
 
     def close(self) -> None:
         for stage in self.stages:
             stage.close()
+
+
+async def _aiter(chunks: Iterable[m.AudioChunk] | AsyncIterator[m.AudioChunk]
+                 ) -> AsyncIterator[m.AudioChunk]:
+    """Audio from a list (a file) or an async source (a live stream), one way."""
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk

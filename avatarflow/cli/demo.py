@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         frames = asyncio.run(pipeline.run(start, chunks(sid, pcm, rate), on_frame))
     except BaseException:
-        writer.container.close()
-        out.unlink(missing_ok=True)
+        writer.abort()
         raise
     finally:
         if progress is not None:

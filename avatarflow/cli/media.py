@@ -81,6 +81,11 @@ class Mp4Writer:
             self.container.mux(packet)
         self.frames += 1
 
+    def abort(self) -> None:
+        """Closes without finishing and removes the partial file."""
+        self.container.close()
+        self.path.unlink(missing_ok=True)
+
     def close(self, pcm: np.ndarray | None = None) -> None:
         """Flushes the video and muxes ``pcm`` (int16 mono, at the declared rate) as AAC."""
         av = _av()

@@ -67,7 +67,7 @@ def test_face_is_sharper_and_pasted_without_a_seam(shared, engine, kw):
     mf = motion(**kw)
     body = renderer.engine.render(avatar, mf)
     final = engine.refine(avatar, body, mf)
-    plan = engine.plan(avatar)
+    plan = engine.plans.get(avatar)
     bx0, by0 = plan.warp.box[:2]
     ix0, iy0, ix1, iy1 = plan.inner
     inner = (bx0 + ix0, by0 + iy0, bx0 + ix1, by0 + iy1)
@@ -89,7 +89,7 @@ def test_refined_face_keeps_the_body_pass_geometry(shared, engine):
     final = engine.refine(avatar, body, mf)
     small = [cv2.GaussianBlur(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 2)
              for x in (body, final)]
-    plan = engine.plan(avatar)
+    plan = engine.plans.get(avatar)
     x0, y0, x1, y1 = plan.warp.box
     assert np.abs(small[0] - small[1])[y0:y1, x0:x1].mean() < 4
 

@@ -12,8 +12,6 @@ renderer's own (``avatarflow_renderer``), so both passes agree on the geometry.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import cv2
@@ -23,6 +21,7 @@ from avatarflow import motion as mo
 from avatarflow.avatar import Avatar
 from avatarflow.messages import MotionFrame
 from avatarflow_renderer import paint
+from avatarflow_renderer.engines.warp import PlanCache
 from avatarflow_renderer.warpfield import WarpPlan
 
 FACTOR = 2
@@ -97,26 +96,11 @@ class BlendEngine:
     def __init__(self, capacity: int = 16, **options: Any) -> None:
         if options:
             raise TypeError(f"unknown blend engine options: {', '.join(options)}")
-        self.capacity = capacity
-        self._plans: OrderedDict[str, RefinePlan] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def plan(self, avatar: Avatar) -> RefinePlan:
-        with self._lock:
-            p = self._plans.get(avatar.avatar_id)
-            if p is not None and p.warp.avatar is avatar:
-                self._plans.move_to_end(avatar.avatar_id)
-                return p
-        p = RefinePlan(avatar)
-        with self._lock:
-            self._plans[avatar.avatar_id] = p
-            while len(self._plans) > self.capacity:
-                self._plans.popitem(last=False)
-        return p
+        self.plans: PlanCache[RefinePlan] = PlanCache(RefinePlan, capacity)
 
     def refine(self, avatar: Avatar, frame: np.ndarray, motion: MotionFrame) -> np.ndarray:
         """H x W x 3 uint8: ``frame`` with the face re-rendered sharper."""
-        plan = self.plan(avatar)
+        plan = self.plans.get(avatar)
         wp = plan.warp
         rest, warp_face, body_src, body_tgt, face = wp.controls(motion)
         disp = wp.fine_field(wp.field(rest, warp_face, body_src, body_tgt), FACTOR, plan.inner)
@@ -143,5 +127,4 @@ class BlendEngine:
         return out
 
     def close(self) -> None:
-        with self._lock:
-            self._plans.clear()
+        self.plans.clear()

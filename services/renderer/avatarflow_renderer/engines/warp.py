@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -16,24 +17,30 @@ from avatarflow_renderer import paint
 from avatarflow_renderer.analysis import PortraitAnalyser
 from avatarflow_renderer.warpfield import WarpPlan
 
+P = TypeVar("P")
 
-class PlanCache:
-    """Warp plans per avatar, rebuilt when an avatar id is re-analysed."""
 
-    def __init__(self, capacity: int = 16, cell: int = 16) -> None:
-        self.capacity, self.cell = capacity, cell
-        self._plans: OrderedDict[str, WarpPlan] = OrderedDict()
+class PlanCache(Generic[P]):
+    """Per-avatar plans (session-constant precomputation), least recently used evicted.
+
+    A plan is rebuilt when its avatar id has been re-analysed into a new Avatar object.
+    Shared by the renderer and the refiner.
+    """
+
+    def __init__(self, build: Callable[[Avatar], P], capacity: int = 16) -> None:
+        self.build, self.capacity = build, capacity
+        self._plans: OrderedDict[str, tuple[Avatar, P]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, avatar: Avatar) -> WarpPlan:
+    def get(self, avatar: Avatar) -> P:
         with self._lock:
-            plan = self._plans.get(avatar.avatar_id)
-            if plan is not None and plan.avatar is avatar:
+            hit = self._plans.get(avatar.avatar_id)
+            if hit is not None and hit[0] is avatar:
                 self._plans.move_to_end(avatar.avatar_id)
-                return plan
-        plan = WarpPlan(avatar, self.cell)
+                return hit[1]
+        plan = self.build(avatar)
         with self._lock:
-            self._plans[avatar.avatar_id] = plan
+            self._plans[avatar.avatar_id] = (avatar, plan)
             while len(self._plans) > self.capacity:
                 self._plans.popitem(last=False)
         return plan
@@ -50,7 +57,7 @@ class WarpEngine:
         if options:
             raise TypeError(f"unknown warp engine options: {', '.join(options)}")
         self._analyser: PortraitAnalyser | None = None
-        self.plans = PlanCache(cell=grid)
+        self.plans: PlanCache[WarpPlan] = PlanCache(lambda a: WarpPlan(a, grid))
 
     def prepare(self, image_rgb: np.ndarray, avatar_id: str, mode: str, width: int,
                 height: int) -> Avatar:

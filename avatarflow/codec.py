@@ -1,4 +1,9 @@
-"""Messages <-> protobuf envelope bytes. The bus uses this and nothing else for the wire."""
+"""Messages <-> protobuf envelope bytes. The bus uses this and nothing else for the wire.
+
+Pictures travel as JPEG by default: a ``Picture`` encodes once and keeps the bytes, so a frame
+passed on untouched is never re-encoded. ``raw_pictures`` keeps exact RGB instead (debugging,
+bit-exact comparisons) at several times the size.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from avatarflow import messages as m
 from avatarflow import tensor
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
+from avatarflow.picture import Picture
 from avatarflow.v1 import pipeline_pb2 as pb
 
 _ONEOF = {
@@ -22,12 +28,12 @@ _TENSORS = {
     m.AudioChunk: ("pcm",), m.AudioFeatures: ("features",),
     m.MotionFrame: ("rotation", "translation", "expression", "head_template", "head_offset",
                     "body", "hands"),
-    m.RenderedFrame: ("image",), m.FinalFrame: ("image",),
 }
+_PICTURES = {m.RenderedFrame: ("image",), m.FinalFrame: ("image",)}
 _SCALARS = {
     m.SessionStart: ("avatar_id", "image", "sample_rate", "mode", "width", "height", "fps"),
     m.AudioChunk: ("sample_rate",), m.AudioFeatures: ("layout",), m.MotionFrame: ("scale",),
-    m.SessionError: ("stage", "category", "message"),
+    m.FinalFrame: ("refined",), m.SessionError: ("stage", "category", "message"),
 }
 
 
@@ -42,7 +48,31 @@ def _controls_from_pb(c: pb.Controls) -> Controls:
                     seed=c.seed)
 
 
-def to_proto(msg: m.Message) -> Any:
+def _picture_to_pb(p: Picture, raw: bool) -> pb.Picture:
+    out = pb.Picture(width=p.width, height=p.height)
+    if raw:
+        out.rgb.CopyFrom(tensor.encode(p.rgb()))
+    else:
+        out.jpeg = p.jpeg()
+    return out
+
+
+def _picture_from_pb(p: pb.Picture) -> Picture:
+    which = p.WhichOneof("pixels")
+    if which == "rgb":
+        picture = Picture(tensor.decode(p.rgb))
+        if (picture.width, picture.height) != (p.width, p.height):
+            raise InvalidInput(f"picture: {picture.width}x{picture.height} pixels in a "
+                               f"{p.width}x{p.height} picture")
+        return picture
+    if which == "jpeg":
+        if p.width <= 0 or p.height <= 0:
+            raise InvalidInput(f"picture: JPEG with a bad size {p.width}x{p.height}")
+        return Picture(jpeg=p.jpeg, width=p.width, height=p.height)
+    raise InvalidInput("picture carries no pixels")
+
+
+def to_proto(msg: m.Message, *, raw_pictures: bool = False) -> Any:
     """Builds the protobuf message for ``msg`` (not yet wrapped in an envelope)."""
     cls = type(msg)
     out = getattr(pb, cls.__name__)()
@@ -51,6 +81,8 @@ def to_proto(msg: m.Message) -> Any:
     h.trace.traceparent = msg.traceparent
     for name in _TENSORS.get(cls, ()):
         getattr(out, name).CopyFrom(tensor.encode(getattr(msg, name)))
+    for name in _PICTURES.get(cls, ()):
+        getattr(out, name).CopyFrom(_picture_to_pb(getattr(msg, name), raw_pictures))
     for name in _SCALARS.get(cls, ()):
         setattr(out, name, getattr(msg, name))
     if isinstance(msg, m.SessionStart | m.ControlUpdate):
@@ -67,6 +99,8 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
                                   deadline=h.deadline, traceparent=h.trace.traceparent)
     for name in _TENSORS.get(cls, ()):
         kwargs[name] = tensor.decode(getattr(p, name))
+    for name in _PICTURES.get(cls, ()):
+        kwargs[name] = _picture_from_pb(getattr(p, name))
     for name in _SCALARS.get(cls, ()):
         kwargs[name] = getattr(p, name)
     if cls in (m.SessionStart, m.ControlUpdate):
@@ -76,10 +110,10 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
     return cls(**kwargs)
 
 
-def encode(msg: m.Message) -> bytes:
-    """Message -> envelope bytes."""
+def encode(msg: m.Message, *, raw_pictures: bool = False) -> bytes:
+    """Message -> envelope bytes; pictures as JPEG unless ``raw_pictures``."""
     env = pb.Envelope()
-    getattr(env, _ONEOF[type(msg)]).CopyFrom(to_proto(msg))
+    getattr(env, _ONEOF[type(msg)]).CopyFrom(to_proto(msg, raw_pictures=raw_pictures))
     return env.SerializeToString()
 
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from avatarflow.controls import Controls
+from avatarflow.picture import Picture
 
 
 class Tier(IntEnum):
@@ -97,13 +98,14 @@ class MotionFrame(Message):
 
 @dataclass(kw_only=True, slots=True)
 class RenderedFrame(Message):
-    image: np.ndarray  # H x W x 3 uint8 RGB, body pass
+    image: Picture  # H x W x 3 uint8 RGB, body pass
     motion: MotionFrame
 
 
 @dataclass(kw_only=True, slots=True)
 class FinalFrame(Message):
-    image: np.ndarray  # H x W x 3 uint8 RGB
+    image: Picture  # H x W x 3 uint8 RGB
+    refined: bool = True  # False: the refiner passed a late body pass on as it was
 
 
 @dataclass(kw_only=True, slots=True)

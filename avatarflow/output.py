@@ -21,3 +21,14 @@ def validate_output(mode: str, width: int, height: int, fps: float) -> None:
                 f"{SIDE_STEP} between {MIN_SIDE} and {MAX_SIDE}")
     if not MIN_FPS <= fps <= MAX_FPS:
         raise InvalidInput(f"unsupported fps {fps:g}: must be between {MIN_FPS:g} and {MAX_FPS:g}")
+
+
+def resolve_output(mode: str = "", width: int = 0, height: int = 0,
+                   fps: float = 0.0) -> tuple[str, int, int, float]:
+    """Fills unset fields (empty, 0) with the defaults, then validates."""
+    mode = mode or MODES[0]
+    if mode in DEFAULT_SIZE and not (width or height):
+        width, height = DEFAULT_SIZE[mode]
+    fps = fps or 30.0
+    validate_output(mode, width, height, fps)
+    return mode, width, height, fps

@@ -16,7 +16,8 @@ from avatarflow import messages as m
 from avatarflow.avatar import AvatarStore
 from avatarflow.bus.memory import MemoryBus
 from avatarflow.errors import AvatarflowError, InvalidInput
-from avatarflow.stage import Stage, StageStats, run_stage
+from avatarflow.runner import StageRunner
+from avatarflow.stage import Stage, StageStats
 from avatarflow.tasks import TaskGroup
 from avatarflow.topology import AUDIO, DEFAULT_ENGINES, FRAMES, PIPELINE
 
@@ -63,18 +64,12 @@ class EmbeddedPipeline:
     stats: dict[str, StageStats] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stats = {spec.name: StageStats() for spec in PIPELINE}
+        self.runners = [StageRunner(spec, stage, self.bus)
+                        for spec, stage in zip(PIPELINE, self.stages, strict=True)]
+        self.stats = {r.spec.name: r.stats.process for r in self.runners}
         for spec in PIPELINE:
             self.bus.subscribe(spec.input, spec.group)
         self.bus.subscribe(FRAMES, SINK_GROUP)
-
-    async def _run_stage(self, index: int) -> None:
-        spec, stage = PIPELINE[index], self.stages[index]
-        while True:
-            msg = await self.bus.receive(spec.input, spec.group)
-            for out in run_stage(stage, msg, self.stats[spec.name]):
-                await self.bus.publish(spec.output, out)
-            await asyncio.sleep(0)  # let the stages downstream take their turn
 
     async def run(self, start: m.SessionStart, chunks: Iterable[m.AudioChunk] | AsyncIterator,
                   on_frame: Callable[[m.FinalFrame], None]) -> int:
@@ -83,13 +78,13 @@ class EmbeddedPipeline:
         stage rejects the session."""
         sid = start.session_id
         async with TaskGroup("embedded") as tasks:
-            for i in range(len(self.stages)):
-                tasks.spawn(self._run_stage(i), f"stage-{PIPELINE[i].name}")
+            for runner in self.runners:
+                tasks.spawn(runner.run(), f"stage-{runner.spec.name}")
             tasks.spawn(self._feed(start, chunks), "feed")
             frames = 0
             while True:
                 try:
-                    msg = await asyncio.wait_for(self.bus.receive(FRAMES, SINK_GROUP), 0.5)
+                    msg = (await asyncio.wait_for(self.bus.receive(FRAMES, SINK_GROUP), 0.5)).msg
                 except TimeoutError:
                     tasks.check()  # a stage or the feeder died: surface its error
                     continue

@@ -12,22 +12,53 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from avatarflow import messages as m
+from avatarflow import state
 from avatarflow.errors import AvatarflowError
 
 log = logging.getLogger(__name__)
 
 
 class Stage:
-    """Transforms messages. Override ``process``; the default passes everything through."""
+    """Transforms messages. Override ``process``; the default passes everything through.
+
+    Per-session state lives in ``self._sessions`` (session id -> a picklable object that does
+    not hold the engine). The runner saves it after every message it commits and restores it
+    on another replica when a session's owner stops, so a subclass only has to keep that
+    object self-contained; stages whose sessions need more override the three hooks.
+    """
 
     name = "stage"
+    # Frames past their deadline are dropped by the runner before ``process`` (a stage that
+    # keeps history, like motion-gen, must see every frame and leaves this False).
+    drops_late = False
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Any] = {}
 
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         return (msg,)
+
+    def snapshot(self, session_id: str) -> bytes | None:
+        """The session's state as bytes, or None when the stage holds nothing for it."""
+        s = self._sessions.get(session_id)
+        return None if s is None else state.dumps(s)
+
+    def restore(self, session_id: str, data: bytes) -> None:
+        """Continues a session from a ``snapshot`` taken on another replica."""
+        self._sessions[session_id] = state.loads(data)
+
+    def drop(self, session_id: str) -> None:
+        """Forgets a session (it ended elsewhere, or another replica owns it now)."""
+        self._sessions.pop(session_id, None)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
 
     def close(self) -> None:
         """Releases engines and caches."""

@@ -1,10 +1,33 @@
-"""The bus: the only thing that differs between embedded and distributed mode."""
+"""The bus: the only thing that differs between embedded and distributed mode.
+
+A stage runner takes a ``Delivery`` from its input topic, runs the stage, and ``commit``s the
+outputs to its output topic together with the session's state. The in-memory bus just passes
+the outputs on; the Redis bus publishes them, acknowledges the input and saves the state in one
+atomic step, so another replica can continue the session after a crash.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from avatarflow import messages as m
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message handed to a consumer, with what the bus needs to acknowledge it."""
+
+    msg: m.Message
+    topic: str
+    group: str
+    entry_id: str = ""  # position in the stream; empty on the in-memory bus
+    stream: str = ""  # the stream it came from (data or control); empty in memory
+    turn: int = 0  # barge-in generation the message belongs to
+    restore: bytes | None = None  # state to restore first: the session was taken over
+    published_at: float = 0.0  # wall clock when the producer published it; 0 = unknown
+    size: int = 0  # bytes on the wire; 0 in memory
 
 
 class Bus(ABC):
@@ -12,13 +35,25 @@ class Bus(ABC):
     within a session, urgent control overtakes queued data, and an interrupt drops the data
     still queued for that session."""
 
-    @abstractmethod
-    async def publish(self, topic: str, msg: m.Message) -> None:
-        """Appends a message; may wait when the topic is full (back-pressure)."""
+    # Whether the runner should hand the session state to ``commit`` (the Redis bus keeps it
+    # so another replica can take over; in one process there is nobody to take over).
+    keeps_state = False
 
     @abstractmethod
-    async def receive(self, topic: str, group: str) -> m.Message:
+    async def publish(self, topic: str, msg: m.Message, *, turn: int = 0) -> None:
+        """Appends a message from outside the pipeline (the session's source)."""
+
+    @abstractmethod
+    async def receive(self, topic: str, group: str) -> Delivery:
         """Takes the next message for ``group``, urgent control first."""
+
+    @abstractmethod
+    async def commit(self, delivery: Delivery, topic: str | None,
+                     outputs: Sequence[m.Message], state: bytes | None = None,
+                     *, ended: bool = False) -> bool:
+        """Publishes what processing ``delivery`` produced and acknowledges it; ``ended``
+        says the session is over for this consumer. False if the session is no longer this
+        consumer's (another replica took it over): the caller forgets it."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases connections and wakes waiting consumers."""

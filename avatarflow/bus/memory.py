@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 
 from avatarflow import messages as m
-from avatarflow.bus.base import Bus
+from avatarflow.bus.base import Bus, Delivery
 
 
 class TieredQueue:
@@ -61,9 +62,17 @@ class MemoryBus(Bus):
         """Declares a consumer group so messages published before its first receive wait."""
         self._queue(topic, group)
 
-    async def publish(self, topic: str, msg: m.Message) -> None:
+    async def publish(self, topic: str, msg: m.Message, *, turn: int = 0) -> None:
         for queue in self._groups.setdefault(topic, {}).values():
             await queue.put(msg)
 
-    async def receive(self, topic: str, group: str) -> m.Message:
-        return await self._queue(topic, group).get()
+    async def receive(self, topic: str, group: str) -> Delivery:
+        return Delivery(await self._queue(topic, group).get(), topic, group)
+
+    async def commit(self, delivery: Delivery, topic: str | None,
+                     outputs: Sequence[m.Message], state: bytes | None = None,
+                     *, ended: bool = False) -> bool:
+        if topic is not None:
+            for out in outputs:
+                await self.publish(topic, out)
+        return True

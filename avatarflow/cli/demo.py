@@ -91,10 +91,10 @@ def run(args: argparse.Namespace) -> dict:
     def on_frame(frame: m.FinalFrame) -> None:
         t = time.perf_counter()
         arrivals.append(t)
-        writer.write(frame.image)
+        writer.write(frame.image.rgb())
         encode_s.append(time.perf_counter() - t)
         if frame.index % keep_every == 0 and len(kept) < 12:
-            kept.append(frame.image)
+            kept.append(frame.image.rgb())
         if progress is not None:
             progress.update(1)
 

@@ -11,8 +11,18 @@ from pathlib import Path
 from avatarflow.errors import EXIT_CODES, AvatarflowError
 
 
+def _cluster_commands() -> list:
+    from avatarflow.cli import client, up
+
+    return [("up", up, "start a local cluster: redis-server and every service as a process"),
+            ("client", client, "stream speech through the public API and record the video")]
+
+
 def _parser() -> argparse.ArgumentParser:
-    from avatarflow.cli import demo
+    global _CLUSTER_COMMANDS
+    from avatarflow.cli import demo, serve
+
+    _CLUSTER_COMMANDS = _cluster_commands()
 
     p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -21,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_arguments(d)
     i = sub.add_parser("make-inputs", help="write the bundled demo portrait and speech")
     i.add_argument("--dir", default="out/inputs")
+    serve.add_arguments(sub.add_parser(
+        "serve", help="run one service of the distributed pipeline (what a container runs)"))
+    for name, module, text in _CLUSTER_COMMANDS:
+        module.add_arguments(sub.add_parser(name, help=text))
     return p
 
 
@@ -35,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import demo
 
             demo.run(args)
+        elif args.command == "serve":
+            from avatarflow.cli import serve
+
+            return serve.run(args)
+        elif args.command in ("up", "client"):
+            return dict((n, mod) for n, mod, _ in _CLUSTER_COMMANDS)[args.command].run(args)
         elif args.command == "make-inputs":
             from avatarflow.cli.inputs import make_inputs
 

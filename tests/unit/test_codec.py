@@ -1,4 +1,5 @@
-"""Every message survives the wire unchanged; malformed tensors are rejected with a reason."""
+"""Every message survives the wire unchanged (pictures within JPEG tolerance, or exactly when
+asked); malformed tensors and pictures are rejected with a reason."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from avatarflow import codec, motion, tensor
 from avatarflow import messages as m
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput, OutOfRange
+from avatarflow.picture import Picture
+from avatarflow.v1 import pipeline_pb2 as pb
+
+JPEG_TOLERANCE = 2.0  # mean grey levels off, on a smooth image
 
 
 def _motion(sid: str = "s") -> m.MotionFrame:
@@ -23,8 +28,13 @@ def _motion(sid: str = "s") -> m.MotionFrame:
         body=motion.BODY_CANONICAL.copy(), hands=np.zeros((2, 21, 3), np.float32))
 
 
+def _image(h: int = 24, w: int = 16) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([x * 255 // w, y * 255 // h, (x + y) * 4]).astype(np.uint8)
+
+
 def _all_messages() -> list[m.Message]:
-    img = np.random.default_rng(1).integers(0, 255, (8, 6, 3), dtype=np.uint8)
+    img = Picture(_image())
     return [
         m.SessionStart(session_id="s", image=b"\x89PNG", sample_rate=44100, mode="head",
                        width=512, height=512, fps=25.0,
@@ -40,17 +50,21 @@ def _all_messages() -> list[m.Message]:
         _motion(),
         m.RenderedFrame(session_id="s", index=7, image=img, motion=_motion()),
         m.FinalFrame(session_id="s", index=7, image=img),
+        m.FinalFrame(session_id="s", index=8, image=img, refined=False),
         m.SessionError(session_id="s", stage="renderer", category="invalid_argument",
                        message="no face"),
     ]
 
 
-def _equal(a: object, b: object) -> bool:
+def _equal(a: object, b: object, tolerance: float = 0.0) -> bool:
+    if isinstance(a, Picture):
+        return (isinstance(b, Picture) and a.shape == b.shape
+                and float(np.abs(a.rgb().astype(np.int16) - b.rgb()).mean()) <= tolerance)
     if isinstance(a, np.ndarray):
         return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
     if isinstance(a, m.Message):
         return type(a) is type(b) and all(
-            _equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+            _equal(getattr(a, f), getattr(b, f), tolerance) for f in a.__dataclass_fields__)
     if isinstance(a, float):
         return abs(a - b) < 1e-6
     return a == b
@@ -58,7 +72,50 @@ def _equal(a: object, b: object) -> bool:
 
 @pytest.mark.parametrize("msg", _all_messages(), ids=lambda x: type(x).__name__)
 def test_every_message_round_trips(msg: m.Message) -> None:
-    assert _equal(msg, codec.decode(codec.encode(msg)))
+    assert _equal(msg, codec.decode(codec.encode(msg)), JPEG_TOLERANCE)
+    assert _equal(msg, codec.decode(codec.encode(msg, raw_pictures=True)))
+
+
+def test_picture_is_encoded_once_and_passed_on_as_jpeg() -> None:
+    rendered = m.RenderedFrame(session_id="s", image=Picture(_image()), motion=_motion())
+    received = codec.decode(codec.encode(rendered))
+    assert received.image.has_jpeg and received.image.jpeg() == rendered.image.jpeg()
+    # The refiner passes a late frame on as it came: the same JPEG bytes, never decoded.
+    final = m.FinalFrame(session_id="s", image=received.image, refined=False)
+    env = pb.Envelope.FromString(codec.encode(final))
+    assert env.final_frame.image.jpeg == rendered.image.jpeg()
+    assert (env.final_frame.image.width, env.final_frame.image.height) == (16, 24)
+    assert repr(received.image) == "Picture(16x24, jpeg)"
+
+
+def test_raw_pictures_are_exact() -> None:
+    img = np.random.default_rng(1).integers(0, 255, (8, 6, 3), dtype=np.uint8)
+    data = codec.encode(m.FinalFrame(session_id="s", image=Picture(img)), raw_pictures=True)
+    assert pb.Envelope.FromString(data).final_frame.image.WhichOneof("pixels") == "rgb"
+    assert np.array_equal(codec.decode(data).image.rgb(), img)
+
+
+def _final_with(picture: pb.Picture) -> bytes:
+    return pb.Envelope(final_frame=pb.FinalFrame(image=picture)).SerializeToString()
+
+
+@pytest.mark.parametrize("picture, words", [
+    (pb.Picture(width=4, height=4), "no pixels"),
+    (pb.Picture(jpeg=b"\xff\xd8", width=0, height=4), "bad size 0x4"),
+    (pb.Picture(rgb=tensor.encode(np.zeros((4, 4, 3), np.uint8)), width=5, height=4),
+     "4x4 pixels in a 5x4 picture"),
+    (pb.Picture(rgb=tensor.encode(np.zeros((4, 4), np.uint8)), width=4, height=4),
+     "H x W x 3 uint8"),
+])
+def test_malformed_pictures_are_rejected(picture: pb.Picture, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        codec.decode(_final_with(picture))
+
+
+def test_undecodable_jpeg_says_so_when_read() -> None:
+    frame = codec.decode(_final_with(pb.Picture(jpeg=b"not a jpeg", width=4, height=4)))
+    with pytest.raises(InvalidInput, match="expected a 4x4 JPEG, got undecodable bytes"):
+        frame.image.rgb()
 
 
 def test_tensor_keeps_dtype_and_shape() -> None:

@@ -15,7 +15,7 @@ def _chunk(sid: str, i: int) -> m.AudioChunk:
 
 
 async def _drain(bus: MemoryBus, n: int) -> list[m.Message]:
-    return [await bus.receive("t", "g") for _ in range(n)]
+    return [(await bus.receive("t", "g")).msg for _ in range(n)]
 
 
 def test_data_keeps_order_and_urgent_control_overtakes() -> None:

@@ -9,6 +9,7 @@ is chunked; the cost is a look-ahead of ``taps_per_side`` input samples.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,9 +24,11 @@ KAISER_BETA = 8.6  # about 85 dB of stop-band attenuation
 MAX_PHASES = 1024  # odd rates (large L) round their phase to 1/1024 of an input sample
 
 
+@functools.lru_cache(maxsize=32)
 def _table(up: int, down: int, phases: int) -> tuple[np.ndarray, int]:
     """Weights (phases + 1) x 2W and W: row q filters an output at ``q / phases`` input
-    samples past its base input sample, column j the input at offset ``j - W + 1``."""
+    samples past its base input sample, column j the input at offset ``j - W + 1``. Cached
+    per rate pair and shared read-only."""
     scale = min(1.0, up / down)
     half = math.ceil(ZERO_CROSSINGS / scale)
     cutoff = ROLLOFF * scale
@@ -36,6 +39,7 @@ def _table(up: int, down: int, phases: int) -> tuple[np.ndarray, int]:
     weights = cutoff * np.sinc(cutoff * d) * np.i0(KAISER_BETA * np.sqrt(inside))
     weights[np.abs(d) >= half] = 0.0
     weights /= weights.sum(axis=1, keepdims=True)  # exact unity gain at DC for every phase
+    weights.flags.writeable = False
     return weights, half
 
 
@@ -44,6 +48,7 @@ class Resampler:
 
     Output sample ``n`` sits at input time ``n * M / L``; input before the stream start and
     after ``flush`` counts as zeros, so the total output is ``ceil(n_in * L / M)`` samples.
+    Pickles without the weight table, which is rebuilt from the rates.
     """
 
     def __init__(self, sample_rate: int, target_rate: int = TARGET_RATE) -> None:
@@ -56,6 +61,15 @@ class Resampler:
         self._phases = min(self.up, MAX_PHASES)
         self._weights, self.taps_per_side = _table(self.up, self.down, self._phases)
         self.reset()
+
+    def __getstate__(self) -> dict:
+        s = self.__dict__.copy()
+        del s["_weights"]
+        return s
+
+    def __setstate__(self, s: dict) -> None:
+        self.__dict__.update(s)
+        self._weights = _table(self.up, self.down, self._phases)[0]
 
     def reset(self) -> None:
         """Forgets the stream: the next sample pushed is sample 0."""

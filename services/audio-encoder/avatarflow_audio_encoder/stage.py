@@ -1,9 +1,13 @@
 """The audio-encoder stage: audio chunks in, one ``AudioFeatures`` per video frame out.
 
-Frame indexes count from 0 per session and never repeat: an interrupt drops the buffered audio
-but keeps counting, so presentation timestamps (``index / fps``) keep advancing. Audio for an
-unknown session is NotFound; control messages for one pass on untouched, as there is nothing to
-flush.
+Frame indexes count from 0 per session. An interrupt drops the buffered audio; with index 0 it
+keeps counting, so presentation timestamps (``index / fps``) keep advancing, and with an index
+above 0 the next frame gets that index: the frames after the interrupt point were dropped
+downstream and never shown, so the count may move back. Audio for an unknown session is
+NotFound; control messages for one pass on untouched, as there is nothing to flush.
+
+A session pickles small (the engine's tables stay out), so the runner can hand it to another
+replica after every message.
 """
 
 from __future__ import annotations
@@ -30,17 +34,18 @@ class _Session:
     stream: FeatureSession
     sample_rate: int
     fps: float
-    next_index: int = 0  # frames emitted so far, across interrupts
+    next_index: int = 0  # index of the next frame
 
 
 class AudioEncoderStage(Stage):
     """Encodes each session's audio with one engine, chosen by name."""
 
     name = "audio-encoder"
+    _sessions: dict[str, _Session]
 
     def __init__(self, engine: str = "mel", **options: Any) -> None:
+        super().__init__()
         self.engine = engines.create(engine, **options)
-        self._sessions: dict[str, _Session] = {}
 
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         if isinstance(msg, m.AudioChunk):
@@ -53,6 +58,8 @@ class AudioEncoderStage(Stage):
             s = self._sessions.get(msg.session_id)
             if s is not None:
                 s.stream = self.engine.open_session(s.sample_rate, s.fps)
+                if msg.index > 0:
+                    s.next_index = msg.index
         return (msg,)
 
     def close(self) -> None:

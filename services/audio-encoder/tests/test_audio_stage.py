@@ -67,6 +67,21 @@ def test_interrupt_drops_audio_but_indexes_keep_counting() -> None:
     assert out[-1].index == len(frames)
 
 
+def test_interrupt_with_an_index_realigns_the_count() -> None:
+    """Frames after the interrupt point were dropped unseen: the count restarts from there."""
+    chunks = _chunks("s", 1.0)
+    msgs = [m.SessionStart(session_id="s"), *chunks[:20], m.Interrupt(session_id="s", index=4),
+            *chunks[20:], m.EndOfAudio(session_id="s")]
+    out = run_test(build_stage(), msgs)
+    cut = next(i for i, x in enumerate(out) if isinstance(x, m.Interrupt))
+    before, after = of_type(out[:cut], m.AudioFeatures), of_type(out[cut:], m.AudioFeatures)
+    assert out[cut].index == 4 and len(before) > 4  # the count moves back
+    assert [f.index for f in before] == list(range(len(before)))
+    assert [f.index for f in after] == list(range(4, 4 + len(after)))
+    assert all(f.pts == f.index / 30.0 for f in after)
+    assert out[-1].index == 4 + len(after)
+
+
 @pytest.mark.parametrize(("start", "needle"), [
     (m.SessionStart(session_id="s", sample_rate=4000), "sample rate 4000 Hz"),
     (m.SessionStart(session_id="s", sample_rate=200000), "sample rate 200000 Hz"),

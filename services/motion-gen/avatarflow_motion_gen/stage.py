@@ -37,10 +37,11 @@ class MotionGenStage(Stage):
     """Turns each session's audio features into motion with a named engine."""
 
     name = "motion-gen"
+    _sessions: dict[str, _Session]
 
     def __init__(self, engine: str = "signal", **options: Any) -> None:
+        super().__init__()
         self.engine = engines.create(engine, **options)
-        self._sessions: dict[str, _Session] = {}
 
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         if isinstance(msg, m.AudioFeatures):

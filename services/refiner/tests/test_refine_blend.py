@@ -13,11 +13,13 @@ from PIL import Image
 
 from avatarflow import messages as m
 from avatarflow import motion as mo
-from avatarflow.avatar import AvatarStore
+from avatarflow.avatar import AvatarStore, avatar_key
 from avatarflow.testing import of_type, run_test
 from avatarflow_refiner import build_stage
 from avatarflow_refiner.engines import create
 from avatarflow_renderer import build_stage as build_renderer
+
+DEADLINE = 4102444800.0  # 2100-01-01: in time, so every frame is refined
 
 
 def motion(jaw: float = 0.0, yaw: float = 0.0, blink: float = 0.0, index: int = 0,
@@ -27,7 +29,7 @@ def motion(jaw: float = 0.0, yaw: float = 0.0, blink: float = 0.0, index: int = 
     e[mo.EXPR["blink_left"]] = e[mo.EXPR["blink_right"]] = blink
     wrists = mo.BODY_CANONICAL[[mo.BODY["wrist_l"], mo.BODY["wrist_r"]]]
     return m.MotionFrame(
-        session_id=session, index=index, pts=index / 30, traceparent="tp", deadline=9.0,
+        session_id=session, index=index, pts=index / 30, traceparent="tp", deadline=DEADLINE,
         rotation=np.array([0.0, yaw, 0.0], np.float32), translation=np.zeros(3, np.float32),
         scale=1.0, expression=e, head_template=mo.head_template(e),
         head_offset=np.zeros((mo.K, 3), np.float32), body=mo.BODY_CANONICAL.copy(),
@@ -43,7 +45,7 @@ def shared():
     Image.fromarray(skimage.data.astronaut()).save(buf, format="PNG")
     start = m.SessionStart(session_id="s", avatar_id="astro", image=buf.getvalue())
     run_test(renderer, [start])
-    yield renderer, refiner, store.get("astro"), start
+    yield renderer, refiner, store.get(avatar_key("astro", "upper-body", 512, 768)), start
     renderer.close()
     refiner.close()
 
@@ -102,8 +104,10 @@ def test_stage_turns_rendered_frames_into_final_frames(shared):
     final = of_type(out, m.FinalFrame)
     assert len(final) == 1
     f = final[0]
-    assert (f.index, f.pts, f.traceparent, f.deadline) == (4, 4 / 30, "tp", 9.0)
-    assert f.image.shape == (768, 512, 3) and f.image.dtype == np.uint8
+    assert (f.index, f.pts, f.traceparent, f.deadline) == (4, 4 / 30, "tp", DEADLINE)
+    assert f.refined and refiner.degraded == 0
+    assert f.image.shape == (768, 512, 3) and f.image.rgb().dtype == np.uint8
+    assert not np.array_equal(f.image.rgb(), rendered[1].image.rgb())
     assert isinstance(out[-1], m.EndOfAudio)
     again = of_type(run_test(refiner, rendered[1:]), m.SessionError)
     assert again and again[0].category == "not_found"

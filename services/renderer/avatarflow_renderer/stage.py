@@ -1,5 +1,10 @@
 """The renderer stage: analyses the portrait on SessionStart, turns MotionFrames into
-RenderedFrames (the body pass)."""
+RenderedFrames (the body pass).
+
+An avatar is analysed once per output format and stored under ``avatar_key``; a SessionStart
+without an image reuses the analysis for its format, which ``prepare_avatar`` (the Prepare call)
+or an earlier session with the image made.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +12,49 @@ from collections.abc import Iterable
 from typing import Any
 
 from avatarflow import messages as m
-from avatarflow.avatar import Avatar, AvatarStore
+from avatarflow.avatar import Avatar, AvatarSessions, AvatarStore, avatar_key
 from avatarflow.errors import InvalidInput, NotFound
 from avatarflow.images import decode_image
-from avatarflow.output import validate_output
+from avatarflow.output import MIN_FPS, validate_output
+from avatarflow.picture import Picture
 from avatarflow.stage import Stage
 from avatarflow_renderer import engines
 
 
-class RendererStage(Stage):
+class RendererStage(AvatarSessions, Stage):
     """Motion -> body-pass frames, one analysed avatar per session."""
 
     name = "renderer"
+    drops_late = True
+    _sessions: dict[str, Avatar]
 
     def __init__(self, engine: str = "warp", store: AvatarStore | None = None,
                  **options: Any) -> None:
+        super().__init__()
         self.engine = engines.create(engine, **options)
         self.store = store if store is not None else AvatarStore()
-        self._sessions: dict[str, Avatar] = {}
+
+    def prepare_avatar(self, image: bytes, avatar_id: str, mode: str, width: int,
+                       height: int) -> Avatar:
+        """Analyses an encoded portrait for one output format and stores it."""
+        validate_output(mode, width, height, MIN_FPS)  # any fps: an avatar does not depend on it
+        if not avatar_id:
+            raise InvalidInput("an avatar needs a non-empty id")
+        avatar = self.engine.prepare(decode_image(image), avatar_id, mode, width, height)
+        self.store.put(avatar)
+        return avatar
 
     def _avatar(self, msg: m.SessionStart) -> Avatar:
         validate_output(msg.mode, msg.width, msg.height, msg.fps)
-        key = msg.avatar_id or msg.session_id
-        if not msg.image and key in self.store:
-            avatar = self.store.get(key)
-            if (avatar.mode, avatar.width, avatar.height) == (msg.mode, msg.width, msg.height):
-                return avatar
-            raise InvalidInput(
-                f"avatar {key!r} was analysed for {avatar.mode} {avatar.width}x{avatar.height};"
-                f" send the image again to use {msg.mode} {msg.width}x{msg.height}")
-        if not msg.image:
-            raise NotFound(f"unknown avatar id {key!r} and no image to analyse")
-        avatar = self.engine.prepare(decode_image(msg.image), key, msg.mode, msg.width,
-                                     msg.height)
-        self.store.put(avatar)
-        return avatar
+        avatar_id = msg.avatar_id or msg.session_id
+        if msg.image:
+            return self.prepare_avatar(msg.image, avatar_id, msg.mode, msg.width, msg.height)
+        try:
+            return self.store.get(avatar_key(avatar_id, msg.mode, msg.width, msg.height))
+        except NotFound:
+            raise NotFound(f"avatar {avatar_id!r} has not been analysed for {msg.mode} "
+                           f"{msg.width}x{msg.height}: send the image or register it for that "
+                           "format") from None
 
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         if isinstance(msg, m.SessionStart):
@@ -51,7 +64,7 @@ class RendererStage(Stage):
             avatar = self._sessions.get(msg.session_id)
             if avatar is None:
                 raise NotFound(f"unknown session {msg.session_id!r}: no SessionStart seen")
-            image = self.engine.render(avatar, msg)
+            image = Picture(self.engine.render(avatar, msg))
             return (m.RenderedFrame(session_id=msg.session_id, index=msg.index, pts=msg.pts,
                                     traceparent=msg.traceparent, deadline=msg.deadline,
                                     image=image, motion=msg),)

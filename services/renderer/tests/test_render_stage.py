@@ -11,7 +11,7 @@ from PIL import Image
 
 from avatarflow import messages as m
 from avatarflow import motion as mo
-from avatarflow.avatar import AvatarStore
+from avatarflow.avatar import AvatarStore, avatar_key
 from avatarflow.testing import of_type, run_test
 from avatarflow_renderer import build_stage
 
@@ -54,10 +54,10 @@ def test_session_renders_frames_with_the_envelope_copied(stage, portrait):
     rendered = of_type(out, m.RenderedFrame)
     assert [r.index for r in rendered] == [0, 1]
     r = rendered[1]
-    assert r.image.shape == (768, 512, 3) and r.image.dtype == np.uint8
+    assert r.image.shape == (768, 512, 3) and r.image.rgb().dtype == np.uint8
     assert (r.pts, r.traceparent, r.deadline) == (1 / 30, "00-abc-def-01", 123.5)
     assert r.motion.index == 1
-    assert not np.array_equal(rendered[0].image, rendered[1].image)
+    assert not np.array_equal(rendered[0].image.rgb(), rendered[1].image.rgb())
     assert isinstance(out[-1], m.EndOfAudio)
     # The session is forgotten after the end of audio.
     err = of_type(run_test(stage, [frame("s1", 3)]), m.SessionError)
@@ -66,16 +66,17 @@ def test_session_renders_frames_with_the_envelope_copied(stage, portrait):
 
 def test_known_avatar_is_reused_without_the_image(stage, portrait):
     run_test(stage, [m.SessionStart(session_id="s2", avatar_id="reuse", image=portrait)])
-    first = stage.store.get("reuse")
+    key = avatar_key("reuse", "upper-body", 512, 768)
+    first = stage.store.get(key)
     out = run_test(stage, [m.SessionStart(session_id="s3", avatar_id="reuse"), frame("s3", 0)])
-    assert stage.store.get("reuse") is first
+    assert stage.store.get(key) is first
     assert len(of_type(out, m.RenderedFrame)) == 1
 
 
 def test_avatar_without_id_is_stored_under_the_session(stage, portrait):
     run_test(stage, [m.SessionStart(session_id="anon", image=portrait, mode="head",
                                     width=512, height=512)])
-    assert stage.store.get("anon").mode == "head"
+    assert stage.store.get(avatar_key("anon", "head", 512, 512)).mode == "head"
 
 
 @pytest.mark.parametrize("kw, words", [

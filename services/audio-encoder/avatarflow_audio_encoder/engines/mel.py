@@ -13,6 +13,7 @@ below 22.2 fps; the resampler adds its own ``taps_per_side`` input samples for o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,6 +55,16 @@ def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sr: int = SR) -> np.ndarray:
     return np.clip(np.minimum(rising, falling), 0.0, None)
 
 
+@functools.lru_cache(maxsize=8)
+def _tables(n_mels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The filterbank and STFT window, built once per process and shared read-only."""
+    filterbank = mel_filterbank(n_mels)
+    window = np.hanning(WIN + 2)[1:-1]  # no zero end points: all 400 samples count
+    for a in (filterbank, window):
+        a.flags.writeable = False
+    return filterbank, window
+
+
 class MelEngine:
     """Engine "mel": no model, no extra dependency; cheap enough for every CPU core."""
 
@@ -65,21 +76,25 @@ class MelEngine:
         self.names = EXTRA_NAMES
         self.dim = n_mels + len(EXTRA_NAMES)
         self.layout = f"mel{n_mels}+" + "+".join(EXTRA_NAMES)
-        self.filterbank = mel_filterbank(n_mels)
-        self.window = np.hanning(WIN + 2)[1:-1]  # no zero end points: all 400 samples count
+        self.filterbank, self.window = _tables(n_mels)
 
     def open_session(self, sample_rate: int, fps: float | None = None) -> MelSession:
         """Starts one audio stream at ``sample_rate`` producing frames at ``fps``."""
-        return MelSession(self, sample_rate, self.fps if fps is None else float(fps))
+        return MelSession(self.n_mels, sample_rate, self.fps if fps is None else float(fps))
 
 
 class MelSession:
-    """One stream's state: resampler, the 16 kHz samples still needed, the next frame."""
+    """One stream's state: resampler, the 16 kHz samples still needed, the next frame.
 
-    def __init__(self, engine: MelEngine, sample_rate: int, fps: float) -> None:
+    Pickles without the constant tables (rebuilt from ``n_mels``), so a snapshot holds little
+    more than the buffered samples.
+    """
+
+    def __init__(self, n_mels: int, sample_rate: int, fps: float) -> None:
         if not 1.0 <= fps <= 60.0:
             raise InvalidInput(f"fps must be within 1..60, got {fps}")
-        self.engine = engine
+        self.n_mels = n_mels
+        self._filterbank, self._window = _tables(n_mels)
         self.sample_rate = sample_rate
         self.fps = fps
         self._resampler = Resampler(sample_rate)
@@ -88,7 +103,16 @@ class MelSession:
         self._start = -REACH  # absolute 16 kHz index of _buf[0]; zeros before the stream
         self._buf = np.zeros(REACH)
         self._next = 0  # next frame index
-        self._prev_mel = np.full(engine.n_mels, math.log10(LOG_FLOOR))
+        self._prev_mel = np.full(n_mels, math.log10(LOG_FLOOR))
+
+    def __getstate__(self) -> dict:
+        s = self.__dict__.copy()
+        del s["_filterbank"], s["_window"]
+        return s
+
+    def __setstate__(self, s: dict) -> None:
+        self.__dict__.update(s)
+        self._filterbank, self._window = _tables(self.n_mels)
 
     def _at(self, frames: float) -> int:
         """16 kHz sample index of a time given in frames."""
@@ -131,12 +155,11 @@ class MelSession:
             self._start = keep
 
     def _frame(self, i: int) -> np.ndarray:
-        e = self.engine
         c = self._at(i + 0.5) - self._start
         seg = self._buf[c - REACH:c + REACH]
-        frames = np.stack([seg[k * HOP:k * HOP + WIN] for k in range(3)]) * e.window
+        frames = np.stack([seg[k * HOP:k * HOP + WIN] for k in range(3)]) * self._window
         power = np.abs(np.fft.rfft(frames, N_FFT, axis=1)) ** 2
-        mel = np.log10(np.maximum(e.filterbank @ power.mean(axis=0), LOG_FLOOR))
+        mel = np.log10(np.maximum(self._filterbank @ power.mean(axis=0), LOG_FLOOR))
         flux = float(np.add.reduce(np.maximum(mel - self._prev_mel, 0.0))) / mel.size
         self._prev_mel = mel
         own = self._buf[self._at(i) - self._start:self._at(i + 1) - self._start]

@@ -23,7 +23,8 @@ P = TypeVar("P")
 class PlanCache(Generic[P]):
     """Per-avatar plans (session-constant precomputation), least recently used evicted.
 
-    A plan is rebuilt when its avatar id has been re-analysed into a new Avatar object.
+    Plans are keyed by ``Avatar.key`` (id and output format); a plan is rebuilt when its key
+    has been re-analysed into a new Avatar object.
     Shared by the renderer and the refiner.
     """
 
@@ -34,13 +35,13 @@ class PlanCache(Generic[P]):
 
     def get(self, avatar: Avatar) -> P:
         with self._lock:
-            hit = self._plans.get(avatar.avatar_id)
+            hit = self._plans.get(avatar.key)
             if hit is not None and hit[0] is avatar:
-                self._plans.move_to_end(avatar.avatar_id)
+                self._plans.move_to_end(avatar.key)
                 return hit[1]
         plan = self.build(avatar)
         with self._lock:
-            self._plans[avatar.avatar_id] = (avatar, plan)
+            self._plans[avatar.key] = (avatar, plan)
             while len(self._plans) > self.capacity:
                 self._plans.popitem(last=False)
         return plan

@@ -1,0 +1,38 @@
+"""Portrait analyses in Redis, so every renderer and refiner replica finds an avatar analysed
+once, and the uploaded portraits they come from. Entries expire ``avatar_ttl_s`` after their
+last use."""
+
+from __future__ import annotations
+
+import redis
+
+from avatarflow.bus import keys
+from avatarflow.settings import Settings
+
+
+class RedisAvatarBacking:
+    """The ``AvatarBacking`` of an ``AvatarStore``: blocking calls, made from stage threads."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.redis = client or redis.Redis.from_url(settings.redis_url)
+        self.ttl_ms = int(settings.avatar_ttl_s * 1000)
+
+    def load(self, key: str) -> bytes | None:
+        with self.redis.pipeline(transaction=False) as p:
+            p.get(keys.avatar(key))
+            p.pexpire(keys.avatar(key), self.ttl_ms)
+            data, _ = p.execute()
+        return data
+
+    def save(self, key: str, data: bytes) -> None:
+        self.redis.set(keys.avatar(key), data, px=self.ttl_ms)
+
+    def load_image(self, avatar_id: str) -> bytes | None:
+        """The portrait uploaded under ``avatar_id`` (RegisterAvatar or an inline image)."""
+        return self.load(f"{avatar_id}:image")
+
+    def save_image(self, avatar_id: str, image: bytes) -> None:
+        self.save(f"{avatar_id}:image", image)
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,123 @@
+"""Redis key layout and the server-side scripts of the Redis bus.
+
+Per session ``sid``:
+  af:s:{sid}:<topic>      the session's data stream on a topic (audio ... frames); read by the
+                          topic's consumer group, in order
+  af:s:{sid}:ctl          urgent control (interrupt, control change); every stage's group
+                          reads it, ahead of its data
+  af:own:<group>:{sid}    hash: owner (consumer name), join (entry id), state, turn
+Per topic a stage consumes:
+  af:join:<topic>         one entry per session, read by ``<stage>-workers``; the entry stays
+                          pending with the replica that owns the session until it ends, so a
+                          dead replica's sessions are found (XPENDING) and claimed (XCLAIM)
+Per replica:
+  af:alive:<group>:<consumer>   refreshed every heartbeat; gone = the replica is dead
+Portraits:
+  af:avatar:<avatar_id>:image and af:avatar:<avatar_id>/<mode>/<w>x<h>  (analysis)
+"""
+
+from __future__ import annotations
+
+from avatarflow.topology import AUDIO, FRAMES, PIPELINE
+
+__all__ = ["AUDIO", "FRAMES"]  # re-exported for the bus
+
+GATEWAY_GROUP = "gateway"
+CTL = "ctl"
+# The consumer group of every topic: the stage reading it, or the gateway for final frames.
+GROUP_OF = {spec.input: spec.group for spec in PIPELINE} | {FRAMES: GATEWAY_GROUP}
+STAGE_GROUPS = tuple(spec.group for spec in PIPELINE)
+
+
+def stream(sid: str, topic: str) -> str:
+    return f"af:s:{{{sid}}}:{topic}"
+
+
+def own(group: str, sid: str) -> str:
+    return f"af:own:{group}:{{{sid}}}"
+
+
+def join(topic: str) -> str:
+    return f"af:join:{topic}"
+
+
+def alive(group: str, consumer: str) -> str:
+    return f"af:alive:{group}:{consumer}"
+
+
+def avatar(key: str) -> str:
+    return f"af:avatar:{key}"
+
+
+def sid_of(key: str) -> str:
+    """The session id inside a session key (between the braces)."""
+    return key[key.index("{") + 1:key.rindex("}")]
+
+
+# Opens a session at its source: consumer groups on the first data stream, the control stream
+# (one group per stage) and the frames stream (the gateway), then announces it.
+# KEYS: data stream, ctl stream, frames stream, join stream, own hash (the gateway's)
+# ARGV: data group, ttl ms, sid, owner, then the stage groups
+OPEN = """
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+for i = 5, #ARGV do
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[i], '0', 'MKSTREAM')
+end
+redis.pcall('XGROUP', 'CREATE', KEYS[3], 'gateway', '0', 'MKSTREAM')
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+redis.call('HSET', KEYS[5], 'owner', ARGV[4], 'turn', 0)
+redis.call('PEXPIRE', KEYS[5], ARGV[2])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 's', ARGV[3])
+return 1
+"""
+
+# Takes ownership of a session for a consumer and returns its saved state and turn, or
+# 'gone' when the session's data stream no longer exists (the join entry is then retired).
+# KEYS: own hash, data stream, join stream   ARGV: consumer, join id, group, ttl ms
+OWN = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('XDEL', KEYS[3], ARGV[2])
+  redis.call('DEL', KEYS[1])
+  return 'gone'
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'join', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'turn') or '0'}
+"""
+
+# Publishes a consumer's outputs, acknowledges its input and saves the session state, only if
+# the consumer still owns the session (fencing: a replica presumed dead cannot write).
+# KEYS: own hash, ack stream, output stream, input join stream, output join stream, input data
+# stream. ARGV: consumer, group, entry id, state mode (k keep | s set | e end), state, ttl ms,
+# maxlen, output group, sid, n, session turn, then per output: tier, turn, publish time, message
+COMMIT = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[10])
+for i = 0, n - 1 do
+  local b = 12 + i * 4
+  if ARGV[b] == 'S' then
+    redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[8], '0', 'MKSTREAM')
+    if KEYS[5] ~= KEYS[3] then
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 's', ARGV[9])
+    end
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*',
+             'k', ARGV[b], 't', ARGV[b + 1], 'p', ARGV[b + 2], 'm', ARGV[b + 3])
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
+if ARGV[3] ~= '' then redis.call('XACK', KEYS[2], ARGV[2], ARGV[3]) end
+if ARGV[4] == 'e' then
+  local j = redis.call('HGET', KEYS[1], 'join')
+  if j then
+    redis.call('XACK', KEYS[4], ARGV[2], j)
+    redis.call('XDEL', KEYS[4], j)
+  end
+  redis.call('DEL', KEYS[1], KEYS[6])
+  return 1
+end
+if ARGV[4] == 's' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
+redis.call('HSET', KEYS[1], 'turn', ARGV[11])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""

@@ -1,0 +1,33 @@
+"""``avatarflow serve SERVICE``: one service of the distributed pipeline, as a container runs
+it. Settings come from AVATARFLOW_* environment variables (see avatarflow.settings); the flags
+override them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+
+from avatarflow.settings import SERVICES, Settings
+
+MODULES = {"gateway": "avatarflow_gateway.server",
+           **{s: f"avatarflow_{s.replace('-', '_')}.server" for s in SERVICES if s != "gateway"}}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("service", choices=SERVICES)
+    p.add_argument("--port", type=int, help="gRPC port (default: the service's own)")
+    p.add_argument("--redis", dest="redis_url", help="redis URL, e.g. redis://host:6379/0")
+    p.add_argument("--engine", help="stage engine (default: the stage's default)")
+    p.add_argument("--consumer", help="consumer name in the stage's group (default host-pid)")
+    p.add_argument("--renderer", dest="renderer_target",
+                   help="gateway only: the renderer's gRPC address host:port")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.load(args.service, port=args.port, redis_url=args.redis_url,
+                             engine=args.engine, consumer=args.consumer,
+                             renderer_target=args.renderer_target)
+    module = importlib.import_module(MODULES[args.service])
+    asyncio.run(module.serve(settings))
+    return 0

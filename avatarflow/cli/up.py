@@ -1,0 +1,105 @@
+"""``avatarflow up``: the whole distributed stack on this machine, one process per service,
+until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from types import FrameType
+
+from avatarflow.cluster import SERVICES, LocalCluster
+from avatarflow.errors import InvalidInput
+from avatarflow.net import port_is_free
+
+DEFAULT_PORT = 50051
+
+
+class _Stop(Exception):
+    """Raised in the main thread by the SIGINT/SIGTERM handler."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"gateway port, default {DEFAULT_PORT}")
+    p.add_argument("--redis", help="URL of an existing Redis (default: a private redis-server)")
+    p.add_argument("--replicas", nargs="+", default=[], metavar="SERVICE=N",
+                   help=f"processes per service ({', '.join(SERVICES)}), default 1 each")
+    p.add_argument("--log-dir", help="per-process logs (default: a new temporary directory)")
+    p.add_argument("--timeout", type=float, default=90.0,
+                   help="seconds to wait for every service to report SERVING")
+
+
+def parse_replicas(items: list[str]) -> dict[str, int]:
+    replicas: dict[str, int] = {}
+    for item in items:
+        service, _, count = item.partition("=")
+        if service not in SERVICES:
+            raise InvalidInput(f"--replicas: unknown service {service!r}; "
+                               f"known: {', '.join(SERVICES)}")
+        try:
+            replicas[service] = int(count)
+        except ValueError:
+            raise InvalidInput(f"--replicas takes SERVICE=N, got {item!r}") from None
+        if replicas[service] < 1:
+            raise InvalidInput(f"--replicas: {service} needs at least 1, got {count}")
+    return replicas
+
+
+def run(args: argparse.Namespace) -> int:
+    """Starts the cluster, waits for a stop signal, stops it; returns 0 after a clean stop."""
+    replicas = parse_replicas(args.replicas)
+    if not port_is_free(args.port):
+        raise InvalidInput(f"port {args.port} is in use: pick another with --port")
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            raise _Stop
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    cluster = LocalCluster(replicas=replicas, redis_url=args.redis, log_dir=args.log_dir,
+                           gateway_port=args.port)
+    try:
+        print(f"starting {sum(cluster.replicas(s) for s in SERVICES)} services, "
+              f"logs in {cluster.log_dir}", flush=True)
+        cluster.start(timeout=args.timeout)
+        _print_table(cluster)
+        _watch(cluster)
+    except _Stop:
+        pass
+    finally:
+        stopping = True
+        print("stopping (services drain first)", flush=True)
+        cluster.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print("stopped", flush=True)
+    return 0
+
+
+def _print_table(cluster: LocalCluster) -> None:
+    rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s, cluster.target(s, i))
+            for s in ("gateway", *SERVICES[:-1]) for i in range(cluster.replicas(s))]
+    rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir))]
+    width = max(len(name) for name, _ in rows)
+    print("avatarflow is up:")
+    for name, address in rows:
+        print(f"  {name:<{width}}  {address}")
+    print(f"try: avatarflow client --target {cluster.gateway_target} --image PORTRAIT "
+          "--audio SPEECH --out out/live.mp4")
+    print("Ctrl-C stops every service", flush=True)
+
+
+def _watch(cluster: LocalCluster) -> None:
+    """Waits for a signal, reporting once any service that exits on its own."""
+    reported: set[tuple[str, int]] = set()
+    while True:
+        time.sleep(0.5)
+        for s in SERVICES:
+            for i in range(cluster.replicas(s)):
+                code = cluster.returncode(s, i)
+                if code is not None and (s, i) not in reported:
+                    reported.add((s, i))
+                    print(f"warning: {s}-{i} exited with code {code}; its log ends:\n"
+                          f"{cluster.log_tail(s, i, 10)}", flush=True)

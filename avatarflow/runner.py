@@ -1,0 +1,111 @@
+"""Drives one stage from a bus: the same loop runs embedded and distributed.
+
+For every delivery: restore the session if the bus says it was taken over, drop a frame that is
+already past its deadline (stages that keep no history only), run the stage, then commit the
+outputs, the acknowledgement and the session state together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from avatarflow import messages as m
+from avatarflow.bus.base import Bus, Delivery
+from avatarflow.errors import AvatarflowError
+from avatarflow.stage import FRAME_TYPES, Stage, StageStats, run_stage
+from avatarflow.topology import StageSpec
+
+log = logging.getLogger(__name__)
+
+ENDS_SESSION = (m.EndOfAudio, m.SessionError)
+
+
+@dataclass
+class HopStats:
+    """What arrives on a stage's input: count, bytes per frame and publish -> decode latency."""
+
+    messages: int = 0
+    frames: int = 0
+    frame_bytes: int = 0
+    latency_s: list[float] = field(default_factory=list)
+
+    def add(self, d: Delivery, now: float) -> None:
+        self.messages += 1
+        if isinstance(d.msg, (*FRAME_TYPES, m.AudioChunk)):
+            self.frames += 1
+            self.frame_bytes += d.size
+        if d.published_at:
+            self.latency_s.append(now - d.published_at)
+            if len(self.latency_s) > 20000:
+                del self.latency_s[:10000]
+
+
+@dataclass
+class RunnerStats:
+    process: StageStats = field(default_factory=StageStats)
+    hop: HopStats = field(default_factory=HopStats)
+    dropped: int = 0  # late frames not processed
+    recovered: int = 0  # sessions taken over from another replica
+    lost: int = 0  # sessions another replica took from us
+
+
+class StageRunner:
+    """Moves one stage's messages: ``await runner.run()`` until cancelled.
+
+    ``offload`` runs the stage in a worker thread so the event loop stays free for health
+    checks and heartbeats while a frame renders (the distributed services do this).
+    """
+
+    def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False) -> None:
+        self.spec, self.stage, self.bus, self.offload = spec, stage, bus, offload
+        self.stats = RunnerStats()
+        self.busy = False  # between receiving a message and committing its outputs
+
+    async def run(self) -> None:
+        while True:
+            d = await self.bus.receive(self.spec.input, self.spec.group)
+            self.busy = True
+            try:
+                await self.handle(d)
+            finally:
+                self.busy = False
+            if not self.offload:
+                await asyncio.sleep(0)  # let the stages downstream take their turn
+
+    async def handle(self, d: Delivery) -> None:
+        self.stats.hop.add(d, time.time())
+        msg, sid = d.msg, d.msg.session_id
+        if d.restore is not None:
+            try:
+                self.stage.restore(sid, d.restore)
+                self.stats.recovered += 1
+                log.info("%s: continuing session %s taken over from another replica",
+                         self.spec.name, sid)
+            except AvatarflowError as exc:  # e.g. the avatar expired meanwhile
+                log.warning("%s: session %s cannot be continued: %s", self.spec.name, sid,
+                            exc.message)
+                msg = m.SessionError(session_id=sid, index=msg.index, pts=msg.pts,
+                                     stage=self.spec.name, category=exc.category,
+                                     message=f"cannot continue the session: {exc.message}")
+        if self.stage.drops_late and self._late(msg):
+            self.stats.dropped += 1
+            outs: list[m.Message] = []
+        elif self.offload:
+            outs = await asyncio.to_thread(run_stage, self.stage, msg, self.stats.process)
+        else:
+            outs = run_stage(self.stage, msg, self.stats.process)
+        ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
+        if ended:
+            self.stage.drop(sid)
+        state = None if ended or not self.bus.keeps_state else self.stage.snapshot(sid)
+        if not await self.bus.commit(d, self.spec.output, outs, state, ended=ended):
+            self.stage.drop(sid)
+            self.stats.lost += 1
+            log.warning("%s: session %s is now owned by another replica", self.spec.name, sid)
+
+    @staticmethod
+    def _late(msg: m.Message) -> bool:
+        return isinstance(msg, FRAME_TYPES) and 0 < msg.deadline < time.time()

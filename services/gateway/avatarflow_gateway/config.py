@@ -1,0 +1,81 @@
+"""Checks a client's SessionConfig and turns it into the pipeline's SessionStart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from avatarflow import messages as m
+from avatarflow.controls import Controls
+from avatarflow.errors import InvalidInput
+from avatarflow.output import resolve_output
+from avatarflow.v1 import api_pb2
+
+MIN_RATE, MAX_RATE = 8000, 48000
+ENCODINGS = {api_pb2.FRAME_ENCODING_UNSPECIFIED: api_pb2.FRAME_ENCODING_JPEG,
+             api_pb2.FRAME_ENCODING_JPEG: api_pb2.FRAME_ENCODING_JPEG,
+             api_pb2.FRAME_ENCODING_RAW_RGB: api_pb2.FRAME_ENCODING_RAW_RGB}
+MAX_CHUNK_S = 10.0
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A validated session configuration."""
+
+    sample_rate: int
+    mode: str
+    width: int
+    height: int
+    fps: float
+    encoding: int
+    controls: Controls
+    avatar_id: str
+    image: bytes
+
+    def output(self) -> api_pb2.OutputFormat:
+        return api_pb2.OutputFormat(mode=self.mode, width=self.width, height=self.height,
+                                    fps=self.fps)
+
+    def start(self, session_id: str, avatar_id: str) -> m.SessionStart:
+        return m.SessionStart(session_id=session_id, avatar_id=avatar_id,
+                              sample_rate=self.sample_rate, mode=self.mode, width=self.width,
+                              height=self.height, fps=self.fps, controls=self.controls)
+
+
+def controls_from_pb(c) -> Controls:  # TODO(after stage work): use codec's public helper
+    return Controls(expression_intensity=round(c.expression_intensity, 6),
+                    pose_amplitude=round(c.pose_amplitude, 6), emotion=c.emotion or "neutral",
+                    seed=c.seed)
+
+
+def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
+    """Raises InvalidInput / OutOfRange with a message naming the bad field."""
+    if not MIN_RATE <= c.sample_rate <= MAX_RATE:
+        raise InvalidInput(f"unsupported sample rate {c.sample_rate} Hz: send PCM16 mono at "
+                           f"{MIN_RATE}..{MAX_RATE} Hz")
+    if c.encoding not in ENCODINGS:
+        raise InvalidInput(f"unsupported frame encoding {c.encoding}: use FRAME_ENCODING_JPEG "
+                           "or FRAME_ENCODING_RAW_RGB")
+    o = c.output
+    mode, width, height, fps = resolve_output(o.mode, o.width, o.height, o.fps)
+    controls = controls_from_pb(c.controls) if c.HasField("controls") else Controls()
+    which = c.WhichOneof("portrait")
+    if which is None or (which == "avatar_id" and not c.avatar_id) or (
+            which == "image" and not c.image):
+        raise InvalidInput("the session config needs a portrait: an avatar_id from "
+                           "RegisterAvatar or an inline image")
+    return SessionSpec(sample_rate=c.sample_rate, mode=mode, width=width, height=height,
+                       fps=fps, encoding=ENCODINGS[c.encoding], controls=controls,
+                       avatar_id=c.avatar_id if which == "avatar_id" else "",
+                       image=c.image if which == "image" else b"")
+
+
+def pcm_from_bytes(data: bytes, rate: int):
+    """Little-endian PCM16 bytes -> int16 samples."""
+    import numpy as np
+
+    if len(data) % 2:
+        raise InvalidInput(f"audio is PCM16: {len(data)} bytes is not a whole number of samples")
+    if len(data) // 2 > MAX_CHUNK_S * rate:
+        raise InvalidInput(f"an audio message holds {len(data) // 2 / rate:.1f} s; send at most "
+                           f"{MAX_CHUNK_S:g} s per message (20 ms is typical)")
+    return np.frombuffer(data, "<i2").astype(np.int16)

@@ -1,0 +1,40 @@
+"""The gateway process: the public API over gRPC, feeding the pipeline on the Redis bus."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from avatarflow.bus.streams import RedisBus
+from avatarflow.service import ServiceRuntime
+from avatarflow.settings import Settings
+from avatarflow.stage_service import wait_for_redis
+from avatarflow.v1 import api_pb2_grpc, internal_pb2_grpc
+from avatarflow_gateway.servicer import AvatarsServicer
+
+
+async def serve(settings: Settings) -> None:
+    bus = RedisBus(settings, block_ms=20)
+    limit = int(settings.max_message_mb * 1024 * 1024)
+    channel = grpc.aio.insecure_channel(settings.renderer_target, options=[
+        ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+    servicer = AvatarsServicer(settings, bus, internal_pb2_grpc.PortraitsStub(channel))
+    runtime = ServiceRuntime(settings)
+    runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, servicer, "avatarflow.v1.Avatars")
+
+    async def warm_up() -> None:
+        await wait_for_redis(bus)
+
+    async def drain() -> None:
+        # Sessions in flight run to their end within the grace period; new ones are refused
+        # by the health status (NOT_SERVING) and then by the server stopping.
+        while servicer.sessions:
+            await asyncio.sleep(0.05)
+
+    try:
+        await runtime.run(warm_up, [servicer.dispatch()], drain)
+    finally:
+        await servicer.background.__aexit__(None, None, None)
+        await channel.close()
+        await bus.close()

@@ -1,0 +1,115 @@
+"""The Redis bus on a real redis-server: order per session, barge-in purge, sessions shared
+between replicas, and takeover of a dead replica's session with its state, without the dead
+replica ever publishing again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from avatarflow import messages as m
+from avatarflow.bus.streams import RedisBus
+from avatarflow.redis_server import RedisServer
+from avatarflow.settings import Settings
+from avatarflow.topology import AUDIO, FEATURES
+
+GROUP = "audio-encoder-workers"
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with RedisServer() as server:
+        yield server.url
+
+
+def _bus(url: str, service: str, consumer: str) -> RedisBus:
+    settings = Settings.load(service, environ={}, redis_url=url, consumer=consumer,
+                             heartbeat_ms=50, claim_idle_ms=200)
+    return RedisBus(settings, block_ms=20)
+
+
+def _chunk(sid: str, i: int) -> m.AudioChunk:
+    return m.AudioChunk(session_id=sid, index=i, sample_rate=16000,
+                        pcm=np.full(320, i, np.int16))
+
+
+async def _open(source: RedisBus, sid: str, chunks: int, turn: int = 0) -> None:
+    await source.publish(AUDIO, m.SessionStart(session_id=sid, avatar_id="x"))
+    for i in range(chunks):
+        await source.publish(AUDIO, _chunk(sid, i), turn=turn)
+
+
+def test_messages_arrive_in_order_and_outputs_reach_the_next_stage(redis_url: str) -> None:
+    async def main() -> None:
+        source = _bus(redis_url, "gateway", "gw")
+        stage = _bus(redis_url, "audio-encoder", "enc-1")
+        down = _bus(redis_url, "motion-gen", "mg-1")
+        await _open(source, "s1", 5)
+        got = []
+        for _ in range(6):
+            d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+            got.append(d.msg)
+            feats = [m.AudioFeatures(session_id="s1", index=d.msg.index,
+                                     features=np.zeros(4, np.float32))]
+            out = [d.msg] if isinstance(d.msg, m.SessionStart) else feats
+            assert await stage.commit(d, FEATURES, out, state=b"st")
+        assert isinstance(got[0], m.SessionStart)
+        assert [c.index for c in got[1:]] == list(range(5))
+        assert all(int(c.pcm[0]) == c.index for c in got[1:])
+        first = await asyncio.wait_for(down.receive(FEATURES, "motion-gen-workers"), 5)
+        assert isinstance(first.msg, m.SessionStart)
+        assert first.size > 0 and first.published_at > 0
+        for bus in (source, stage, down):
+            await bus.close()
+
+    asyncio.run(main())
+
+
+def test_interrupt_overtakes_and_drops_the_old_turn(redis_url: str) -> None:
+    async def main() -> None:
+        source = _bus(redis_url, "gateway", "gw")
+        stage = _bus(redis_url, "audio-encoder", "enc-2")
+        await _open(source, "s2", 5, turn=0)
+        await source.publish(AUDIO, m.Interrupt(session_id="s2", index=3), turn=1)
+        await source.publish(AUDIO, _chunk("s2", 100), turn=1)
+        got = []
+        for _ in range(3):
+            d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+            got.append(d.msg)
+            assert await stage.commit(d, FEATURES, [])
+        assert isinstance(got[0], m.SessionStart)
+        assert isinstance(got[1], m.Interrupt) and got[1].index == 3
+        assert isinstance(got[2], m.AudioChunk) and got[2].index == 100
+        await source.close()
+        await stage.close()
+
+    asyncio.run(main())
+
+
+def test_a_dead_replicas_session_is_taken_over_with_its_state(redis_url: str) -> None:
+    async def main() -> None:
+        source = _bus(redis_url, "gateway", "gw")
+        a = _bus(redis_url, "audio-encoder", "enc-a")
+        await _open(source, "s3", 3)
+        start = await asyncio.wait_for(a.receive(AUDIO, GROUP), 5)
+        assert await a.commit(start, FEATURES, [start.msg], state=b"after-start")
+        c0 = await asyncio.wait_for(a.receive(AUDIO, GROUP), 5)
+        assert c0.msg.index == 0
+        a._draining = True  # replica a stops heartbeating (as if killed) before committing
+        await asyncio.sleep(0.3)
+
+        b = _bus(redis_url, "audio-encoder", "enc-b")
+        d = await asyncio.wait_for(b.receive(AUDIO, GROUP), 5)
+        assert d.msg.index == 0  # the uncommitted chunk is handed over, first
+        assert d.restore == b"after-start"
+        assert await b.commit(d, FEATURES, [], state=b"after-0")
+        assert not await a.commit(c0, FEATURES, [])  # the old owner can no longer publish
+        rest = [await asyncio.wait_for(b.receive(AUDIO, GROUP), 5) for _ in range(2)]
+        assert [r.msg.index for r in rest] == [1, 2]
+        assert all(r.restore is None for r in rest)
+        for bus in (source, a, b):
+            await bus.close()
+
+    asyncio.run(main())

@@ -1,0 +1,101 @@
+"""LocalCluster process management, with a stand-in service behind the real command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from avatarflow.cluster import SERVICES, ClusterError, LocalCluster
+from avatarflow.net import serving
+from tests.support import fake_service
+
+
+def _children() -> set[int]:
+    """Live (not zombie) child processes of this test process."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _fake(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, code: str | None = None):
+    real = cluster.command_for
+
+    def command_for(service: str, replica: int = 0) -> list[str]:
+        if code is not None:
+            return [sys.executable, "-c", code]
+        return [sys.executable, fake_service.__file__, *real(service, replica)[4:]]
+
+    monkeypatch.setattr(cluster, "command_for", command_for)
+
+
+def test_command_line_of_each_service(tmp_path: Path) -> None:
+    cluster = LocalCluster(log_dir=tmp_path, redis_url="redis://127.0.0.1:1/0",
+                           replicas={"motion-gen": 2})
+    cmd = cluster.command_for("motion-gen", 1)
+    assert cmd[:5] == [sys.executable, "-m", "avatarflow.cli.main", "serve", "motion-gen"]
+    assert cmd[5:] == ["--port", cluster.target("motion-gen", 1).split(":")[1],
+                       "--redis", "redis://127.0.0.1:1/0", "--consumer", "motion-gen-1"]
+    gateway = cluster.command_for("gateway")
+    assert gateway[-2:] == ["--renderer", cluster.target("renderer")]
+    ports = {cluster.target(s, i) for s in SERVICES for i in range(cluster.replicas(s))}
+    assert len(ports) == 6
+
+
+def test_start_fails_with_the_log_tail(tmp_path: Path, monkeypatch) -> None:
+    before = _children()
+    cluster = LocalCluster(log_dir=tmp_path)
+    _fake(cluster, monkeypatch, "import sys; print('boom: no model'); sys.exit(3)")
+    with pytest.raises(ClusterError, match="exited with code 3") as err:
+        cluster.start(timeout=30)
+    assert "boom: no model" in err.value.message
+    assert _children() <= before  # redis and the other services were stopped
+
+
+def test_start_times_out_with_the_log_tail(tmp_path: Path, monkeypatch) -> None:
+    cluster = LocalCluster(log_dir=tmp_path)
+    _fake(cluster, monkeypatch, "import time; print('loading', flush=True); time.sleep(60)")
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError, match="not SERVING after 1 s") as err:
+        cluster.start(timeout=1)
+    assert "loading" in err.value.message
+    assert time.monotonic() - t0 < 10
+
+
+def test_start_kill_restart_stop(tmp_path: Path, monkeypatch) -> None:
+    before = _children()
+    cluster = LocalCluster(log_dir=tmp_path, replicas={"motion-gen": 2})
+    _fake(cluster, monkeypatch)
+    with cluster.start(timeout=60):
+        for s in SERVICES:
+            for i in range(cluster.replicas(s)):
+                assert cluster.alive(s, i) and serving(cluster.target(s, i))
+        assert cluster.redis_url.startswith("redis://127.0.0.1:")
+        with pytest.raises(ClusterError, match="already started"):
+            cluster.start()
+        assert f"renderer={cluster.target('renderer')}" in cluster.log_tail("gateway")
+
+        cluster.kill("motion-gen", 1)
+        assert not cluster.alive("motion-gen", 1)
+        assert cluster.returncode("motion-gen", 1) == -signal.SIGKILL
+        port = cluster.target("motion-gen", 1)
+        cluster.restart("motion-gen", 1)
+        assert cluster.alive("motion-gen", 1) and cluster.target("motion-gen", 1) == port
+        assert cluster.consumer("motion-gen", 1) == "motion-gen-1-r1"
+        assert "serving as motion-gen-1-r1" in cluster.log_tail("motion-gen", 1)
+        assert "serving as motion-gen-1 " in cluster.log_path("motion-gen", 1).read_text()
+    for s in SERVICES:  # every service drained on SIGTERM and exited 0
+        for i in range(cluster.replicas(s)):
+            assert cluster.returncode(s, i) == 0, cluster.log_tail(s, i)
+    assert "draining" in cluster.log_tail("gateway")
+    assert _children() <= before

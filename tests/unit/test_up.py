@@ -1,0 +1,70 @@
+"""``avatarflow up`` starts everything, prints where it is, and drains on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from avatarflow.cli.up import parse_replicas
+from avatarflow.errors import InvalidInput
+from avatarflow.net import free_port
+
+# Runs `up` with the stand-in service behind the real command line.
+DRIVER = """
+import argparse, sys
+from avatarflow.cli import up
+from avatarflow.cluster import LocalCluster
+from tests.support import fake_service
+
+real = LocalCluster.command_for
+LocalCluster.command_for = lambda self, s, i=0: [sys.executable, fake_service.__file__,
+                                                 *real(self, s, i)[4:]]
+p = argparse.ArgumentParser()
+up.add_arguments(p)
+sys.exit(up.run(p.parse_args(sys.argv[1:])))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_up_serves_until_a_signal_then_drains(tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "--port", str(port), "--log-dir", str(tmp_path),
+         "--replicas", "renderer=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).parents[2])
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C") or proc.poll() is not None:
+                break
+        text = "".join(lines)
+        assert re.search(rf"^  gateway +127\.0\.0\.1:{port}$", text, re.M), text
+        assert "renderer-1" in text and "redis://127.0.0.1:" in text
+        assert f"avatarflow client --target 127.0.0.1:{port}" in text
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # a failed assertion: still stop the services cleanly
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, text + rest
+    assert rest.rstrip().endswith("stopped")
+    for log in ("gateway-0", "renderer-1", "refiner-0"):
+        assert "draining" in (tmp_path / f"{log}.log").read_text()
+
+
+def test_replicas_are_validated() -> None:
+    assert parse_replicas(["motion-gen=3", "renderer=2"]) == {"motion-gen": 3, "renderer": 2}
+    with pytest.raises(InvalidInput, match="unknown service 'render'"):
+        parse_replicas(["render=2"])
+    with pytest.raises(InvalidInput, match="SERVICE=N"):
+        parse_replicas(["renderer"])
+    with pytest.raises(InvalidInput, match="at least 1"):
+        parse_replicas(["renderer=0"])

@@ -38,9 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_thread_per_service() -> None:
+    """A service runs one engine thread per replica (scale out with replicas): numerical
+    libraries must not start thread pools that spin on the cores the other services need.
+    Set before numpy is first imported; AVATARFLOW_THREADS raises it."""
+    threads = os.environ.get("AVATARFLOW_THREADS", "1")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's native logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if argv is None and sys.argv[1:2] == ["serve"]:
+        _one_thread_per_service()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -29,3 +29,26 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([str(BIN / "avatarflow"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A local cluster of real processes, shared by the distributed-mode tests."""
+    from avatarflow.cluster import LocalCluster
+
+    with LocalCluster(log_dir=tmp_path_factory.mktemp("cluster-logs")) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def avatar_id(cluster, inputs: dict) -> str:
+    """The test portrait, registered once for the default output format."""
+    import asyncio
+
+    from avatarflow.client import AvatarClient
+
+    async def register() -> str:
+        async with AvatarClient(cluster.gateway_target) as c:
+            return (await c.register(inputs["portrait"].read_bytes())).avatar_id
+
+    return asyncio.run(register())

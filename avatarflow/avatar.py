@@ -221,6 +221,7 @@ class AvatarSessions:
     the store key is saved, and ``restore`` looks the avatar up in the stage's store."""
 
     store: AvatarStore
+    engine: Any  # has warm(avatar): the session-constant work, done before the first frame
     _sessions: dict[str, Avatar]
 
     def snapshot(self, session_id: str) -> bytes | None:
@@ -231,4 +232,5 @@ class AvatarSessions:
         key = state.loads(data)
         if not isinstance(key, str):
             raise state.StateError(f"session state is a {type(key).__name__}, not an avatar key")
-        self._sessions[session_id] = self.store.get(key)
+        self._sessions[session_id] = avatar = self.store.get(key)
+        self.engine.warm(avatar)

@@ -35,7 +35,8 @@ class RefinerStage(AvatarSessions, Stage):
 
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         if isinstance(msg, m.SessionStart):
-            self._sessions[msg.session_id] = self._avatar(msg)
+            self._sessions[msg.session_id] = avatar = self._avatar(msg)
+            self.engine.warm(avatar)
             return (msg,)
         if isinstance(msg, m.RenderedFrame):
             avatar = self._sessions.get(msg.session_id)

@@ -98,6 +98,11 @@ class BlendEngine:
             raise TypeError(f"unknown blend engine options: {', '.join(options)}")
         self.plans: PlanCache[RefinePlan] = PlanCache(RefinePlan, capacity)
 
+    def warm(self, avatar: Avatar) -> None:
+        """Does the avatar's session-constant work now (a session is starting), so its first
+        frame is as fast as the rest."""
+        self.plans.get(avatar)
+
     def refine(self, avatar: Avatar, frame: np.ndarray, motion: MotionFrame) -> np.ndarray:
         """H x W x 3 uint8: ``frame`` with the face re-rendered sharper."""
         plan = self.plans.get(avatar)

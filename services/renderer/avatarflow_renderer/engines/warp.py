@@ -68,6 +68,11 @@ class WarpEngine:
         self.plans.get(avatar)  # session-constant work happens now, not on the first frame
         return avatar
 
+    def warm(self, avatar: Avatar) -> None:
+        """Does the avatar's session-constant work now (a session is starting), so its first
+        frame is as fast as the rest."""
+        self.plans.get(avatar)
+
     def render(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray:
         """H x W x 3 uint8 RGB for one motion frame."""
         plan = self.plans.get(avatar)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from avatarflow import messages as m
-from avatarflow.bus.base import Bus, Delivery
+from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.errors import AvatarflowError
 from avatarflow.stage import FRAME_TYPES, Stage, StageStats, run_stage
 from avatarflow.topology import StageSpec
@@ -56,55 +56,80 @@ class StageRunner:
     """Moves one stage's messages: ``await runner.run()`` until cancelled.
 
     ``offload`` runs the stage in a worker thread so the event loop stays free for health
-    checks and heartbeats while a frame renders (the distributed services do this).
+    checks and heartbeats while a frame renders (the distributed services do this). Messages
+    already waiting are taken ``batch`` at a time: one thread hand-off and one bus round trip
+    serve them all, which is what keeps a busy stage from falling behind on overheads.
     """
 
-    def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False) -> None:
+    def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False,
+                 batch: int = 1) -> None:
         self.spec, self.stage, self.bus, self.offload = spec, stage, bus, offload
+        self.batch = batch
         self.stats = RunnerStats()
-        self.busy = False  # between receiving a message and committing its outputs
+        self.busy = False  # between receiving messages and committing their outputs
 
     async def run(self) -> None:
         while True:
-            d = await self.bus.receive(self.spec.input, self.spec.group)
+            batch = await self.bus.receive_batch(self.spec.input, self.spec.group, self.batch)
             self.busy = True
             try:
-                await self.handle(d)
+                await self.handle(batch)
             finally:
                 self.busy = False
             if not self.offload:
                 await asyncio.sleep(0)  # let the stages downstream take their turn
 
-    async def handle(self, d: Delivery) -> None:
-        self.stats.hop.add(d, time.time())
+    async def handle(self, batch: list[Delivery]) -> None:
+        now = time.time()
+        for d in batch:
+            self.stats.hop.add(d, now)
+        if self.offload:
+            commits = await asyncio.to_thread(self._process_all, batch)
+        else:
+            commits = self._process_all(batch)
+        oks = await self.bus.commit_many(self.spec.output, commits)
+        for c, ok in zip(commits, oks, strict=True):
+            if not ok:
+                sid = c.delivery.msg.session_id
+                self.stage.drop(sid)
+                self.stats.lost += 1
+                log.warning("%s: session %s is now owned by another replica", self.spec.name,
+                            sid)
+
+    def _process_all(self, batch: list[Delivery]) -> list[Commit]:
+        return [self._process(d) for d in batch]
+
+    def _process(self, d: Delivery) -> Commit:
         msg, sid = d.msg, d.msg.session_id
         if d.restore is not None:
-            try:
-                self.stage.restore(sid, d.restore)
-                self.stats.recovered += 1
-                log.info("%s: continuing session %s taken over from another replica",
-                         self.spec.name, sid)
-            except AvatarflowError as exc:  # e.g. the avatar expired meanwhile
-                log.warning("%s: session %s cannot be continued: %s", self.spec.name, sid,
-                            exc.message)
-                msg = m.SessionError(session_id=sid, index=msg.index, pts=msg.pts,
-                                     stage=self.spec.name, category=exc.category,
-                                     message=f"cannot continue the session: {exc.message}")
+            msg = self._restore(d)
         if self.stage.drops_late and self._late(msg):
             self.stats.dropped += 1
             outs: list[m.Message] = []
-        elif self.offload:
-            outs = await asyncio.to_thread(run_stage, self.stage, msg, self.stats.process)
         else:
             outs = run_stage(self.stage, msg, self.stats.process)
         ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
         if ended:
             self.stage.drop(sid)
         state = None if ended or not self.bus.keeps_state else self.stage.snapshot(sid)
-        if not await self.bus.commit(d, self.spec.output, outs, state, ended=ended):
-            self.stage.drop(sid)
-            self.stats.lost += 1
-            log.warning("%s: session %s is now owned by another replica", self.spec.name, sid)
+        return Commit(d, outs, state, ended, self.bus.prepare(outs))
+
+    def _restore(self, d: Delivery) -> m.Message:
+        """Continues a session taken over from another replica; if that is impossible, the
+        message becomes the session's error."""
+        msg, sid = d.msg, d.msg.session_id
+        try:
+            self.stage.restore(sid, d.restore)
+        except AvatarflowError as exc:  # e.g. the avatar expired meanwhile
+            log.warning("%s: session %s cannot be continued: %s", self.spec.name, sid,
+                        exc.message)
+            return m.SessionError(session_id=sid, index=msg.index, pts=msg.pts,
+                                  stage=self.spec.name, category=exc.category,
+                                  message=f"cannot continue the session: {exc.message}")
+        self.stats.recovered += 1
+        log.info("%s: continuing session %s taken over from another replica", self.spec.name,
+                 sid)
+        return msg
 
     @staticmethod
     def _late(msg: m.Message) -> bool:

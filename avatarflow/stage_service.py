@@ -25,6 +25,10 @@ from avatarflow.v1 import internal_pb2_grpc
 log = logging.getLogger(__name__)
 
 REDIS_WAIT_S = 30.0
+BATCH = 8  # messages handled per thread hand-off and bus round trip, when waiting
+# Stages whose frames take milliseconds run in a worker thread so heartbeats and health
+# checks stay prompt; the sub-millisecond ones run on the event loop (a hand-off costs more).
+OFFLOAD = {"renderer", "refiner"}
 
 
 class StageServicer(internal_pb2_grpc.StageServicer):
@@ -61,8 +65,19 @@ async def wait_for_redis(bus: RedisBus, timeout: float = REDIS_WAIT_S) -> None:
             await asyncio.sleep(0.2)
 
 
+def _limit_threads(threads: int) -> None:
+    """OpenCV keeps its own thread pool (the BLAS ones are capped before numpy loads, in
+    ``avatarflow.cli.main``): one replica, ``threads`` cores; scale out with replicas."""
+    try:
+        import cv2
+    except ModuleNotFoundError:
+        return
+    cv2.setNumThreads(threads)
+
+
 def build(settings: Settings) -> tuple[Stage, RedisAvatarBacking | None]:
     spec = next(s for s in PIPELINE if s.name == settings.service)
+    _limit_threads(settings.threads)
     options: dict[str, object] = {}
     backing = None
     if spec.name in ("renderer", "refiner"):
@@ -79,7 +94,7 @@ async def serve_stage(settings: Settings,
     spec = next(s for s in PIPELINE if s.name == settings.service)
     stage, backing = build(settings)
     bus = RedisBus(settings)
-    runner = StageRunner(spec, stage, bus, offload=True)
+    runner = StageRunner(spec, stage, bus, offload=spec.name in OFFLOAD, batch=BATCH)
     runtime = ServiceRuntime(settings)
     runtime.add(internal_pb2_grpc.add_StageServicer_to_server, StageServicer(runner, bus),
                 "avatarflow.v1.Stage")

@@ -30,6 +30,17 @@ class Delivery:
     size: int = 0  # bytes on the wire; 0 in memory
 
 
+@dataclass(slots=True)
+class Commit:
+    """What processing one delivery produced, to be committed with it."""
+
+    delivery: Delivery
+    outputs: Sequence[m.Message]
+    state: bytes | None = None
+    ended: bool = False
+    encoded: list[bytes] | None = None  # ``outputs`` encoded by ``Bus.prepare``
+
+
 class Bus(ABC):
     """Topics of messages. Each consumer group of a topic receives every message once;
     within a session, urgent control overtakes queued data, and an interrupt drops the data
@@ -54,6 +65,20 @@ class Bus(ABC):
         """Publishes what processing ``delivery`` produced and acknowledges it; ``ended``
         says the session is over for this consumer. False if the session is no longer this
         consumer's (another replica took it over): the caller forgets it."""
+
+    async def receive_batch(self, topic: str, group: str, limit: int) -> list[Delivery]:
+        """At least one message, plus up to ``limit - 1`` more that are already waiting."""
+        return [await self.receive(topic, group)]
+
+    def prepare(self, outputs: Sequence[m.Message]) -> list[bytes] | None:
+        """Encodes outputs for the wire; called from the worker thread, so the event loop
+        does not spend time on it. None when the bus passes objects."""
+        return None
+
+    async def commit_many(self, topic: str | None, commits: Sequence[Commit]) -> list[bool]:
+        """``commit`` for each, in order (the Redis bus does it in one round trip)."""
+        return [await self.commit(c.delivery, topic, c.outputs, c.state, ended=c.ended)
+                for c in commits]
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases connections and wakes waiting consumers."""

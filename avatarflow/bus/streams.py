@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 from avatarflow import codec
 from avatarflow import messages as m
 from avatarflow.bus import keys
-from avatarflow.bus.base import Bus, Delivery
+from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.errors import AvatarflowError
 from avatarflow.settings import Settings
 from avatarflow.tasks import TaskGroup
@@ -147,34 +147,58 @@ class RedisBus(Bus):
     async def commit(self, delivery: Delivery, topic: str | None,
                      outputs: Sequence[m.Message], state: bytes | None = None,
                      *, ended: bool = False) -> bool:
-        c = self._consumers[(delivery.topic, delivery.group)]
-        sid = delivery.msg.session_id
-        s = c.sessions.get(sid)
-        turn = s.turn if s is not None else delivery.turn
+        return (await self.commit_many(topic, [Commit(delivery, outputs, state, ended)]))[0]
+
+    def prepare(self, outputs: Sequence[m.Message]) -> list[bytes]:
+        return [codec.encode(o, raw_pictures=self.raw_pictures) for o in outputs
+                if o.tier is not m.Tier.URGENT]  # every stage reads the control stream itself
+
+    async def commit_many(self, topic: str | None, commits: Sequence[Commit]) -> list[bool]:
+        """Publishes, acknowledges and saves state for each delivery, in order, in one round
+        trip; each one is atomic and checks that this consumer still owns the session."""
+        now = repr(time.time())
+        async with self.redis.pipeline(transaction=False) as p:
+            for c in commits:
+                await self._commit_call(p, topic, c, now)
+            oks = await p.execute()
+        for c, ok in zip(commits, oks, strict=True):
+            if c.ended or not ok:
+                self._consumers[(c.delivery.topic, c.delivery.group)].remove(
+                    c.delivery.msg.session_id)
+        return [bool(ok) for ok in oks]
+
+    async def _commit_call(self, pipe: Any, topic: str | None, c: Commit, now: str) -> None:
+        d = c.delivery
+        sid = d.msg.session_id
+        s = self._consumers[(d.topic, d.group)].sessions.get(sid)
+        turn = s.turn if s is not None else d.turn
+        out_topic = topic or d.topic
+        encoded = c.encoded if c.encoded is not None else self.prepare(c.outputs)
+        codes = [tier_code(o) for o in c.outputs if o.tier is not m.Tier.URGENT]
         args: list[Any] = []
-        n = 0
-        out_topic = topic or delivery.topic
-        now = time.time()
-        for out in outputs:
-            if out.tier is m.Tier.URGENT:
-                continue  # every stage reads the session's control stream itself
-            data = codec.encode(out, raw_pictures=self.raw_pictures)
-            args += [tier_code(out), delivery.turn, repr(now), data]
+        for code, data in zip(codes, encoded, strict=True):
+            args += [code, d.turn, now, data]
             self.published_bytes[out_topic] = self.published_bytes.get(out_topic, 0) + len(data)
-            n += 1
-        mode = "e" if ended else ("s" if state is not None else "k")
-        in_stream = keys.stream(sid, delivery.topic)
-        ok = await self._scripts["COMMIT"](
-            keys=[keys.own(delivery.group, sid), delivery.stream,
-                  keys.stream(sid, out_topic), keys.join(delivery.topic),
-                  keys.join(out_topic) if out_topic in keys.GROUP_OF and out_topic != keys.FRAMES
-                  else keys.stream(sid, out_topic), in_stream],
-            args=[self.consumer, delivery.group, delivery.entry_id, mode, state or b"",
-                  self.ttl_ms, self.settings.stream_maxlen,
-                  keys.GROUP_OF.get(out_topic, ""), sid, n, turn, *args])
-        if ended or not ok:
-            c.remove(sid)
-        return bool(ok)
+        announce = out_topic in keys.GROUP_OF and out_topic != keys.FRAMES
+        await self._scripts["COMMIT"](
+            keys=[keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
+                  keys.join(d.topic), keys.join(out_topic) if announce
+                  else keys.stream(sid, out_topic), keys.stream(sid, d.topic)],
+            args=[self.consumer, d.group, d.entry_id,
+                  "e" if c.ended else ("s" if c.state is not None else "k"), c.state or b"",
+                  self.ttl_ms, self.settings.stream_maxlen, keys.GROUP_OF.get(out_topic, ""),
+                  sid, len(codes), turn, *args],
+            client=pipe)
+
+    async def receive_batch(self, topic: str, group: str, limit: int) -> list[Delivery]:
+        batch = [await self.receive(topic, group)]
+        c = self._consumers[(topic, group)]
+        while len(batch) < limit and not self._draining:
+            d = self._next(c)
+            if d is None:
+                break
+            batch.append(d)
+        return batch
 
     # -- reading ---------------------------------------------------------------------------
 

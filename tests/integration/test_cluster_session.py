@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from tests.integration.cluster_support import (
-    FPS, best_lag, config, frame_audio_rms, mouth_openings, session, steady_fps)
+    FPS,
+    best_lag,
+    config,
+    frame_audio_rms,
+    mouth_openings,
+    session,
+    steady_fps,
+)
 
 
 @pytest.fixture(scope="module")

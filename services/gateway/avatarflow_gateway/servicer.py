@@ -13,6 +13,7 @@ import grpc
 from avatarflow import messages as m
 from avatarflow.avatar import avatar_key
 from avatarflow.bus import keys
+from avatarflow.bus.base import Commit
 from avatarflow.bus.streams import RedisBus
 from avatarflow.errors import AvatarflowError, InvalidInput, NotFound
 from avatarflow.grpc_status import abort, error_for
@@ -36,6 +37,7 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
                  portraits: internal_pb2_grpc.PortraitsStub) -> None:
         self.settings, self.bus, self.portraits = settings, bus, portraits
         self.sessions: dict[str, GatewaySession] = {}
+        self._preparing: dict[str, asyncio.Future[None]] = {}
         self.background = TaskGroup("gateway")
 
     # -- portraits -------------------------------------------------------------------------
@@ -69,13 +71,21 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
             raise NotFound(f"unknown avatar id {avatar_id!r}: register the portrait with "
                            "RegisterAvatar (registrations expire after "
                            f"{self.settings.avatar_ttl_s:g} s unused)")
+        # Sessions that ask for the same new analysis at once share one renderer call.
+        key = analysis
+        if key not in self._preparing:
+            self._preparing[key] = asyncio.ensure_future(self._prepare(avatar_id, output))
+            self._preparing[key].add_done_callback(lambda _: self._preparing.pop(key, None))
+        await asyncio.shield(self._preparing[key])
+        return avatar_id
+
+    async def _prepare(self, avatar_id: str, output: api_pb2.OutputFormat) -> None:
         try:
             await self.portraits.Prepare(
                 internal_pb2.PrepareRequest(avatar_id=avatar_id, output=output),
                 timeout=PREPARE_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             raise error_for(exc.code(), exc.details() or "portrait analysis failed") from None
-        return avatar_id
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -149,13 +159,14 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
     async def dispatch(self) -> None:
         """Routes final frames from the bus to their sessions and acknowledges them."""
         while True:
-            d = await self.bus.receive(FRAMES, keys.GATEWAY_GROUP)
-            msg = d.msg
-            ended = isinstance(msg, m.EndOfAudio | m.SessionError)
-            s = self.sessions.get(msg.session_id)
-            if s is not None:
-                s.deliver(d.turn, msg)
-            await self.bus.commit(d, None, (), ended=ended)
+            batch = await self.bus.receive_batch(FRAMES, keys.GATEWAY_GROUP, 16)
+            for d in batch:
+                s = self.sessions.get(d.msg.session_id)
+                if s is not None:
+                    s.deliver(d.turn, d.msg)
+            await self.bus.commit_many(None, [
+                Commit(d, (), ended=isinstance(d.msg, m.EndOfAudio | m.SessionError))
+                for d in batch])
 
 
 async def _until_end(s: GatewaySession, timeout: float) -> None:

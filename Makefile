@@ -1,13 +1,14 @@
 # avatarflow: two commands do all the set-up.
 #   make demo   portrait + speech -> out/demo.mp4 (embedded, CPU)
 #   make test   installs what it needs and runs the tests
+#   make up     a local cluster (redis-server + every service as a process); Ctrl-C stops it
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench proto lint clean system-deps
+.PHONY: demo test bench up proto lint clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +32,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_embedded --out bench/results
+	$(BIN)/python -m bench.run_cluster --out bench/results
+
+up: $(STAMP)
+	$(BIN)/avatarflow up
 
 proto: $(STAMP)
 	$(BIN)/python -m avatarflow.protogen

@@ -300,6 +300,7 @@ class RedisBus(Bus):
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
+            log.debug("%s: %s", c.group, exc)
             await self._forget_missing(c, str(exc))
             return
         for stream, entries in reply or ():

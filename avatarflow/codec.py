@@ -42,7 +42,8 @@ def _controls_to_pb(c: Controls) -> pb.Controls:
                        pose_amplitude=c.pose_amplitude, emotion=c.emotion, seed=c.seed)
 
 
-def _controls_from_pb(c: pb.Controls) -> Controls:
+def controls_from_pb(c: pb.Controls) -> Controls:
+    """Validated controls (OutOfRange names a bad field) from their protobuf form."""
     return Controls(expression_intensity=round(c.expression_intensity, 6),
                     pose_amplitude=round(c.pose_amplitude, 6), emotion=c.emotion or "neutral",
                     seed=c.seed)
@@ -104,7 +105,7 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
     for name in _SCALARS.get(cls, ()):
         kwargs[name] = getattr(p, name)
     if cls in (m.SessionStart, m.ControlUpdate):
-        kwargs["controls"] = _controls_from_pb(p.controls)
+        kwargs["controls"] = controls_from_pb(p.controls)
     if cls is m.RenderedFrame:
         kwargs["motion"] = from_proto(m.MotionFrame, p.motion)
     return cls(**kwargs)

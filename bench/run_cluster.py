@@ -95,10 +95,10 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--max-sessions", type=int, default=6)
     a = ap.parse_args()
-    from bench.bus_probe import probe
     from avatarflow.cli.inputs import astronaut_png, speech_with_pauses
     from avatarflow.client import AvatarClient
     from avatarflow.cluster import LocalCluster
+    from bench.bus_probe import probe
 
     pcm, rate = speech_with_pauses()
     results: dict = {"machine": platform.processor() or platform.machine(),

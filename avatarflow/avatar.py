@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avatarflow import messages as m
 from avatarflow import motion as mo
 from avatarflow import state
 from avatarflow.errors import InvalidInput, MissingExtra, NotFound
@@ -223,6 +224,9 @@ class AvatarSessions:
     store: AvatarStore
     engine: Any  # has warm(avatar): the session-constant work, done before the first frame
     _sessions: dict[str, Avatar]
+
+    def state_changed_by(self, msg: m.Message) -> bool:
+        return isinstance(msg, m.SessionStart)  # frames leave the avatar as it is
 
     def snapshot(self, session_id: str) -> bytes | None:
         avatar = self._sessions.get(session_id)

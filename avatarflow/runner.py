@@ -111,7 +111,8 @@ class StageRunner:
         ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
         if ended:
             self.stage.drop(sid)
-        state = None if ended or not self.bus.keeps_state else self.stage.snapshot(sid)
+        keep = self.bus.keeps_state and not ended and self.stage.state_changed_by(msg)
+        state = self.stage.snapshot(sid) if keep else None
         return Commit(d, outs, state, ended, self.bus.prepare(outs))
 
     def _restore(self, d: Delivery) -> m.Message:

@@ -48,6 +48,11 @@ class Stage:
         s = self._sessions.get(session_id)
         return None if s is None else state.dumps(s)
 
+    def state_changed_by(self, msg: m.Message) -> bool:
+        """Whether handling ``msg`` may have changed the session's state (the runner saves a
+        snapshot only then)."""
+        return True
+
     def restore(self, session_id: str, data: bytes) -> None:
         """Continues a session from a ``snapshot`` taken on another replica."""
         self._sessions[session_id] = state.loads(data)

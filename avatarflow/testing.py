@@ -19,3 +19,16 @@ def run_test(stage: Stage, inputs: Iterable[m.Message],
 
 def of_type(msgs: Iterable[m.Message], cls: type[m.Message]) -> list:
     return [x for x in msgs if isinstance(x, cls)]
+
+
+class DictBacking:
+    """An ``AvatarBacking`` in a dict: what Redis is to the avatar store, for unit tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def load(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def save(self, key: str, data: bytes) -> None:
+        self.data[key] = data

@@ -18,9 +18,7 @@ Portraits:
 
 from __future__ import annotations
 
-from avatarflow.topology import AUDIO, FRAMES, PIPELINE
-
-__all__ = ["AUDIO", "FRAMES"]  # re-exported for the bus
+from avatarflow.topology import FRAMES, PIPELINE
 
 GATEWAY_GROUP = "gateway"
 CTL = "ctl"

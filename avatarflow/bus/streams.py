@@ -30,6 +30,7 @@ from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.errors import AvatarflowError
 from avatarflow.settings import Settings
 from avatarflow.tasks import TaskGroup
+from avatarflow.topology import AUDIO, FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ class RedisBus(Bus):
                          for name in ("OPEN", "OWN", "COMMIT")}
         self._tasks = TaskGroup(f"bus-{self.consumer}")
         self._draining = False
-        self.published_bytes: dict[str, int] = {}
 
     # -- the source side (the gateway) ---------------------------------------------------
 
@@ -96,7 +96,7 @@ class RedisBus(Bus):
         if isinstance(msg, m.SessionStart):
             await self._scripts["OPEN"](
                 keys=[keys.stream(sid, topic), keys.stream(sid, keys.CTL),
-                      keys.stream(sid, keys.FRAMES), keys.join(topic),
+                      keys.stream(sid, FRAMES), keys.join(topic),
                       keys.own(keys.GATEWAY_GROUP, sid)],
                 args=[keys.GROUP_OF[topic], self.ttl_ms, sid, self.consumer,
                       *keys.STAGE_GROUPS])
@@ -129,13 +129,13 @@ class RedisBus(Bus):
 
     async def end_session(self, sid: str) -> None:
         """Deletes what is left of a session at its source (control and frames streams)."""
-        await self.redis.delete(keys.stream(sid, keys.CTL), keys.stream(sid, keys.FRAMES),
-                                keys.stream(sid, keys.AUDIO), keys.own(keys.GATEWAY_GROUP, sid))
+        await self.redis.delete(keys.stream(sid, keys.CTL), keys.stream(sid, FRAMES),
+                                keys.stream(sid, AUDIO), keys.own(keys.GATEWAY_GROUP, sid))
 
     # -- the consumer side (a stage, or the gateway for frames) ---------------------------
 
     async def receive(self, topic: str, group: str) -> Delivery:
-        c = self._consumer(topic, group, join=topic != keys.FRAMES)
+        c = self._consumer(topic, group, join=topic != FRAMES)
         if c.join and not c.ready:
             await self._join_group(c)
         while True:
@@ -178,8 +178,7 @@ class RedisBus(Bus):
         args: list[Any] = []
         for code, data in zip(codes, encoded, strict=True):
             args += [code, d.turn, now, data]
-            self.published_bytes[out_topic] = self.published_bytes.get(out_topic, 0) + len(data)
-        announce = out_topic in keys.GROUP_OF and out_topic != keys.FRAMES
+        announce = out_topic in keys.GROUP_OF and out_topic != FRAMES
         await self._scripts["COMMIT"](
             keys=[keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
                   keys.join(d.topic), keys.join(out_topic) if announce

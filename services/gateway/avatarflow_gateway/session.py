@@ -134,9 +134,7 @@ class GatewaySession:
     async def abandon(self) -> None:
         """The client left: drop the queued work and close the session on every stage."""
         self.audio_ended = True
-        self.turn += 1
-        await self.bus.publish(AUDIO, m.Interrupt(session_id=self.sid, index=self.last_index + 1),
-                               turn=self.turn)
+        await self.interrupt()
         await self.bus.publish(AUDIO, m.EndOfAudio(session_id=self.sid, index=self.chunks),
                                turn=self.turn)
 

@@ -14,22 +14,9 @@ from test_refine_blend import DEADLINE, motion
 from avatarflow import messages as m
 from avatarflow.avatar import AvatarStore
 from avatarflow.picture import Picture
-from avatarflow.testing import of_type, run_test
+from avatarflow.testing import DictBacking, of_type, run_test
 from avatarflow_refiner import build_stage
 from avatarflow_renderer import build_stage as build_renderer
-
-
-class DictBacking:
-    """What Redis is to the avatar store in distributed mode."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def load(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def save(self, key: str, data: bytes) -> None:
-        self.data[key] = data
 
 
 @pytest.fixture(scope="module")

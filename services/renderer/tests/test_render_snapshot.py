@@ -10,23 +10,10 @@ from test_render_stage import frame, png
 from avatarflow import messages as m
 from avatarflow.avatar import AvatarStore, avatar_key, decode_avatar
 from avatarflow.errors import InvalidInput
-from avatarflow.testing import of_type, run_test
+from avatarflow.testing import DictBacking, of_type, run_test
 from avatarflow_renderer import build_stage
 
 KEY = avatar_key("astro", "upper-body", 512, 768)
-
-
-class DictBacking:
-    """What Redis is to the avatar store in distributed mode."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def load(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def save(self, key: str, data: bytes) -> None:
-        self.data[key] = data
 
 
 @pytest.fixture(scope="module")

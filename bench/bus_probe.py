@@ -1,7 +1,8 @@
 """Bus overhead of one hop, isolated: a source publishes messages of each kind at its real
 size, 30 a second, to an idle stage consumer on a private redis-server; the consumer takes
 each one and commits it. Measured: publish call -> message decoded at the consumer (encode,
-XADD, XREADGROUP, decode) and the commit round trip (publish outputs + ack + state)."""
+XADD, XREADGROUP, decode) and the commit round trip (publish outputs + ack + state), and, side
+by side, a bare XADD -> XREADGROUP of the same number of bytes: the floor on this machine."""
 
 from __future__ import annotations
 
@@ -39,32 +40,15 @@ def _messages(sid: str) -> dict:
     }
 
 
-async def _probe_kind(url: str, kind: str, make) -> dict:
-    from avatarflow import messages as m
+async def _publish(url: str, sid: str, kind: str, ready, out) -> None:
     from avatarflow.bus.streams import RedisBus
     from avatarflow.settings import Settings
-    from avatarflow.topology import AUDIO, FEATURES
+    from avatarflow.topology import AUDIO
 
-    sid = "probe-" + "".join(ch for ch in kind if ch.isalnum())
+    make = _messages(sid)[kind]
     source = RedisBus(Settings.load("gateway", environ={}, redis_url=url, consumer="src"))
-    stage = RedisBus(Settings.load("audio-encoder", environ={}, redis_url=url,
-                                   consumer="probe"), block_ms=1000)
-    await source.publish(AUDIO, m.SessionStart(session_id=sid))
-    d = await stage.receive(AUDIO, "audio-encoder-workers")
-    await stage.commit(d, FEATURES, [d.msg], state=b"x" * 200)
-    transit, commit, jpeg, sizes = [], [], [], []
-    sent: dict[int, float] = {}
-
-    async def consume() -> None:  # blocked in XREADGROUP when each message is published
-        for _ in range(N):
-            d = await stage.receive(AUDIO, "audio-encoder-workers")
-            t1 = time.perf_counter()
-            transit.append((t1 - sent[d.msg.index]) * 1e3)
-            sizes.append(d.size)
-            await stage.commit(d, FEATURES, [], state=b"x" * 200)
-            commit.append((time.perf_counter() - t1) * 1e3)
-
-    consumer = asyncio.create_task(consume())
+    ready.wait()
+    sent, jpeg = [], []
     for i in range(N):
         msg = make(i)
         msg.session_id, msg.index = sid, i
@@ -74,25 +58,114 @@ async def _probe_kind(url: str, kind: str, make) -> dict:
             msg.image.jpeg()
             jpeg.append((time.perf_counter() - t) * 1e3)
         await asyncio.sleep(1 / 30)
-        sent[i] = time.perf_counter()
+        sent.append(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes
         await source.publish(AUDIO, msg)
-    await consumer
-    size = sizes[-1]
     await source.close()
+    out.put((sent, jpeg))
+
+
+async def _publish_bare(url: str, size: int, ready, out) -> None:
+    import redis.asyncio as redis
+
+    r = redis.from_url(url)
+    payload = b"x" * size
+    ready.wait()
+    sent = []
+    for i in range(N):
+        await asyncio.sleep(1 / 30)
+        sent.append(time.perf_counter())
+        await r.xadd("bare", {b"i": str(i).encode(), b"m": payload}, maxlen=100,
+                     approximate=True)
+    await r.aclose()
+    out.put((sent, []))
+
+
+def _publisher(url: str, sid: str, kind: str, ready, out) -> None:
+    asyncio.run(_publish(url, sid, kind, ready, out))
+
+
+def _bare_publisher(url: str, size: int, ready, out) -> None:
+    asyncio.run(_publish_bare(url, size, ready, out))
+
+
+def _spawn(target, *args):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, ready, out), daemon=True)
+    proc.start()
+    return proc, ready, out
+
+
+async def _bare(url: str, size: int) -> dict:
+    """The floor for the same bytes: one XADD from another process to a consumer blocked in
+    XREADGROUP, with no envelope, codec, ownership or state."""
+    import redis.asyncio as redis
+
+    r = redis.from_url(url)
+    await r.delete("bare")
+    await r.xgroup_create("bare", "g", id="$", mkstream=True)
+    proc, ready, out = _spawn(_bare_publisher, url, size)
+    ready.set()
+    received: dict[int, float] = {}
+    while len(received) < N:
+        reply = await r.xreadgroup("g", "c", {"bare": ">"}, count=8, block=1000)
+        t = time.perf_counter()
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                received[int(fields[b"i"])] = t
+                await r.xack("bare", "g", entry_id)
+    sent, _ = out.get(timeout=60)
+    proc.join(timeout=10)
+    await r.aclose()
+    transit = [(received[i] - t) * 1e3 for i, t in enumerate(sent)]
+    return {"p50_ms": float(np.median(transit)), "p99_ms": float(np.percentile(transit, 99))}
+
+
+async def _probe_kind(url: str, kind: str) -> dict:
+    from avatarflow import messages as m
+    from avatarflow.bus.streams import RedisBus
+    from avatarflow.settings import Settings
+    from avatarflow.topology import AUDIO, FEATURES
+
+    sid = "probe-" + "".join(ch for ch in kind if ch.isalnum())
+    opener = RedisBus(Settings.load("gateway", environ={}, redis_url=url, consumer="src"))
+    stage = RedisBus(Settings.load("audio-encoder", environ={}, redis_url=url,
+                                   consumer="probe"), block_ms=1000)
+    await opener.publish(AUDIO, m.SessionStart(session_id=sid))
+    d = await stage.receive(AUDIO, "audio-encoder-workers")
+    await stage.commit(d, FEATURES, [d.msg], state=b"x" * 200)
+    # The source is its own process, as a stage upstream is: its encoding and socket work
+    # do not share this event loop.
+    proc, ready, out = _spawn(_publisher, url, sid, kind)
+    received, commit, sizes = {}, [], []
+    ready.set()
+    for _ in range(N):  # blocked in XREADGROUP when each message is published
+        d = await stage.receive(AUDIO, "audio-encoder-workers")
+        t1 = time.perf_counter()
+        received[d.msg.index] = t1
+        sizes.append(d.size)
+        await stage.commit(d, FEATURES, [], state=b"x" * 200)
+        commit.append((time.perf_counter() - t1) * 1e3)
+    sent, jpeg = out.get(timeout=60)
+    proc.join(timeout=10)
+    transit = [(received[i] - t) * 1e3 for i, t in enumerate(sent)]
+    await opener.close()
     await stage.close()
-    return {"bytes": size, "transit_p50_ms": float(np.median(transit)),
+    return {"bytes": sizes[-1], "transit_p50_ms": float(np.median(transit)),
             "transit_p99_ms": float(np.percentile(transit, 99)),
             "commit_p50_ms": float(np.median(commit)),
             "commit_p99_ms": float(np.percentile(commit, 99)),
-            "jpeg_encode_p50_ms": float(np.median(jpeg)) if jpeg else 0.0}
+            "jpeg_encode_p50_ms": float(np.median(jpeg)) if jpeg else 0.0,
+            "bare": await _bare(url, sizes[-1])}
 
 
 def probe() -> dict:
     from avatarflow.redis_server import RedisServer
 
     with RedisServer() as server:
-        return {kind: asyncio.run(_probe_kind(server.url, kind, make))
-                for kind, make in _messages("s").items()}
+        return {kind: asyncio.run(_probe_kind(server.url, kind)) for kind in _messages("s")}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from avatarflow import messages as m
 from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.errors import AvatarflowError
-from avatarflow.stage import FRAME_TYPES, Stage, StageStats, run_stage
+from avatarflow.stage import FRAME_TYPES, Stage, StageStats, run_batch, run_stage
 from avatarflow.topology import StageSpec
 
 log = logging.getLogger(__name__)
@@ -97,17 +97,32 @@ class StageRunner:
                             sid)
 
     def _process_all(self, batch: list[Delivery]) -> list[Commit]:
-        return [self._process(d) for d in batch]
+        if not self.stage.batches:  # one at a time: each snapshot is taken right after its message
+            commits = []
+            for d in batch:
+                msg, late = self._admit(d)
+                outs = [] if late else run_stage(self.stage, msg, self.stats.process)
+                commits.append(self._commit(d, msg, outs))
+            return commits
+        # A batching stage keeps no per-frame state (its frames change no snapshot), so the
+        # frames of many sessions can run as one batch before anything is committed.
+        msgs = [self._admit(d) for d in batch]
+        outs = run_batch(self.stage, [None if late else msg for msg, late in msgs],
+                         self.stats.process)
+        return [self._commit(d, msg, o) for d, (msg, _), o in zip(batch, msgs, outs,
+                                                                  strict=True)]
 
-    def _process(self, d: Delivery) -> Commit:
-        msg, sid = d.msg, d.msg.session_id
-        if d.restore is not None:
-            msg = self._restore(d)
-        if self.stage.drops_late and self._late(msg):
+    def _admit(self, d: Delivery) -> tuple[m.Message, bool]:
+        """The message to process (restoring a taken-over session first) and whether it is
+        a frame already past its deadline, to drop."""
+        msg = self._restore(d) if d.restore is not None else d.msg
+        late = self.stage.drops_late and self._late(msg)
+        if late:
             self.stats.dropped += 1
-            outs: list[m.Message] = []
-        else:
-            outs = run_stage(self.stage, msg, self.stats.process)
+        return msg, late
+
+    def _commit(self, d: Delivery, msg: m.Message, outs: list[m.Message]) -> Commit:
+        sid = msg.session_id
         ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
         if ended:
             self.stage.drop(sid)

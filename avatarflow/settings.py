@@ -28,6 +28,14 @@ class Settings:
     port: int = 0  # gRPC port; 0 = the service's default
     redis_url: str = "redis://127.0.0.1:6379/0"
     engine: str = ""  # stage engine; empty = the default engine
+    # Engine options, passed to the engine only when set: a local weights directory (never
+    # downloaded), torch device and precision, a Triton server to run the network on, and
+    # "name=value,name=value" for anything engine-specific (e.g. "steps=6,guidance=2.5").
+    weights: str = ""
+    device: str = ""
+    dtype: str = ""
+    triton_url: str = ""
+    engine_options: str = ""
     consumer: str = ""  # consumer name in <stage>-workers; empty = <host>-<pid>
     # Session ownership: a replica refreshes its liveness every heartbeat; one silent for
     # claim_idle_ms is presumed dead and its sessions are taken over.
@@ -87,8 +95,30 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(service=service, **values)
 
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword options for the stage's engine: only what was set."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("weights", "device", "dtype",
+                                                             "triton_url") if getattr(self, k)}
+        for item in filter(None, (p.strip() for p in self.engine_options.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or not name.strip().isidentifier():
+                raise InvalidInput(f"{self.service}: engine_options item {item!r} is not "
+                                   "name=value")
+            out[name.strip()] = _value(raw.strip())
+        return out
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _value(raw: str) -> Any:
+    """An engine option's value: int, float, true/false, or the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def _parse(key: str, raw: str, kind: type) -> Any:

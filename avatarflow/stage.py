@@ -43,6 +43,19 @@ class Stage:
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         return (msg,)
 
+    @property
+    def batches(self) -> bool:
+        """Whether this stage overrides ``process_frames``."""
+        return type(self).process_frames is not Stage.process_frames
+
+    def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
+        """Processes several consecutive frame messages (of several sessions) at once, for
+        engines that batch (one forward pass for frames of many sessions); returns one output
+        list per message, in order. The default, None, means "one at a time". When a batch
+        fails, the runner processes its messages one by one, so an error is pinned on the
+        session that caused it."""
+        return None
+
     def snapshot(self, session_id: str) -> bytes | None:
         """The session's state as bytes, or None when the stage holds nothing for it."""
         s = self._sessions.get(session_id)
@@ -92,6 +105,53 @@ class StageStats:
 
 
 FRAME_TYPES = (m.AudioFeatures, m.MotionFrame, m.RenderedFrame, m.FinalFrame)
+
+
+def run_batch(stage: Stage, msgs: list[m.Message | None],
+              stats: StageStats | None = None) -> list[list[m.Message]]:
+    """Runs messages in order (None: skipped, no output); runs of two or more consecutive
+    frames go through ``stage.process_frames`` when the stage batches."""
+    out: list[list[m.Message]] = [[] for _ in msgs]
+    run: list[int] = []
+
+    def flush() -> None:
+        if len(run) > 1 and _batched(stage, [msgs[i] for i in run], [out[i] for i in run],
+                                     stats):
+            run.clear()
+            return
+        for i in run:
+            out[i] = run_stage(stage, msgs[i], stats)
+        run.clear()
+
+    for i, msg in enumerate(msgs):
+        if msg is None:
+            continue
+        if isinstance(msg, FRAME_TYPES):
+            run.append(i)
+            continue
+        flush()
+        out[i] = run_stage(stage, msg, stats)
+    flush()
+    return out
+
+
+def _batched(stage: Stage, msgs: list[m.Message], slots: list[list[m.Message]],
+             stats: StageStats | None) -> bool:
+    start = time.perf_counter()
+    try:
+        outs = stage.process_frames(msgs)
+    except Exception as exc:  # retried one by one, which reports it against its session
+        log.info("%s: a batch of %d failed (%s); processing one by one", stage.name,
+                 len(msgs), exc)
+        return False
+    if outs is None:
+        return False
+    elapsed = time.perf_counter() - start
+    for slot, o in zip(slots, outs, strict=True):
+        slot.extend(o)
+        if stats is not None:
+            stats.add(elapsed / len(msgs), sum(isinstance(x, FRAME_TYPES) for x in o))
+    return True
 
 
 def run_stage(stage: Stage, msg: m.Message, stats: StageStats | None = None) -> list[m.Message]:

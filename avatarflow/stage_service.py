@@ -78,7 +78,7 @@ def _limit_threads(threads: int) -> None:
 def build(settings: Settings) -> tuple[Stage, RedisAvatarBacking | None]:
     spec = next(s for s in PIPELINE if s.name == settings.service)
     _limit_threads(settings.threads)
-    options: dict[str, object] = {}
+    options: dict[str, object] = settings.engine_kwargs()
     backing = None
     if spec.name in ("renderer", "refiner"):
         backing = RedisAvatarBacking(settings)

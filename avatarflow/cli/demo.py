@@ -18,6 +18,7 @@ from avatarflow.errors import InvalidInput
 from avatarflow.images import decode_image
 from avatarflow.output import DEFAULT_SIZE, MODES, validate_output
 from avatarflow.pipeline import EmbeddedPipeline, build_stages
+from avatarflow.settings import Settings
 from avatarflow.topology import DEFAULT_ENGINES
 
 CHUNK_S = 0.02
@@ -35,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
     p.add_argument("--seed", type=int, default=0)
     for stage, engine in DEFAULT_ENGINES.items():
-        p.add_argument(f"--{stage}-engine", default=engine, help=f"default {engine}")
+        p.add_argument(f"--{stage}-engine", default=None,
+                       help=f"default: AVATARFLOW_{stage.upper().replace('-', '_')}_ENGINE "
+                            f"or {engine}")
     p.add_argument("--preset", default="ultrafast", help="x264 preset")
     p.add_argument("--contact-sheet", help="also write a PNG of 12 evenly spaced frames")
     p.add_argument("--no-progress", action="store_true")
@@ -73,9 +76,13 @@ def run(args: argparse.Namespace) -> dict:
     image = image_path.read_bytes()
     decode_image(image)  # fail fast, before loading any model
     pcm, rate = load_audio(args.audio)
+    # The same settings the services read (AVATARFLOW_<STAGE>_ENGINE, _WEIGHTS, ...): a
+    # neural engine is a configuration change, embedded or distributed.
+    settings = {stage: Settings.load(stage) for stage in DEFAULT_ENGINES}
     engines = {stage: getattr(args, f"{stage.replace('-', '_')}_engine")
-               for stage in DEFAULT_ENGINES}
-    pipeline = EmbeddedPipeline(build_stages(engines))
+               or settings[stage].engine or DEFAULT_ENGINES[stage] for stage in DEFAULT_ENGINES}
+    options = {stage: settings[stage].engine_kwargs() for stage in DEFAULT_ENGINES}
+    pipeline = EmbeddedPipeline(build_stages(engines, options))
     sid = uuid.uuid4().hex[:12]
     start = m.SessionStart(session_id=sid, image=image, sample_rate=rate, mode=args.mode,
                            width=width, height=height, fps=args.fps, controls=controls)

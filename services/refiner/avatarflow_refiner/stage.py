@@ -42,18 +42,41 @@ class RefinerStage(AvatarSessions, Stage):
             avatar = self._sessions.get(msg.session_id)
             if avatar is None:
                 raise NotFound(f"unknown session {msg.session_id!r}: no SessionStart seen")
-            refined = not msg.deadline or time.time() <= msg.deadline - self.refine_margin_s
-            if refined:
-                image = Picture(self.engine.refine(avatar, msg.image.rgb(), msg.motion))
-            else:
-                image = msg.image
-                self.degraded += 1
-            return (m.FinalFrame(session_id=msg.session_id, index=msg.index, pts=msg.pts,
-                                 traceparent=msg.traceparent, deadline=msg.deadline,
-                                 image=image, refined=refined),)
+            if not self._in_time(msg):
+                return (self._final(msg, msg.image, refined=False),)
+            image = self.engine.refine(avatar, msg.image.rgb(), msg.motion)
+            return (self._final(msg, Picture(image), refined=True),)
         if isinstance(msg, m.EndOfAudio):
             self._sessions.pop(msg.session_id, None)
         return (msg,)
+
+    def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
+        """Frames of several sessions refined in one batch, when the engine batches; frames
+        too late to refine pass on as they are."""
+        refine_batch = getattr(self.engine, "refine_batch", None)
+        if refine_batch is None or not all(
+                isinstance(x, m.RenderedFrame) and x.session_id in self._sessions for x in msgs):
+            return None
+        in_time = [self._in_time(x) for x in msgs]
+        todo = [x for x, ok in zip(msgs, in_time, strict=True) if ok]
+        images = iter(refine_batch([(self._sessions[x.session_id], x.image.rgb(), x.motion)
+                                    for x in todo]) if todo else ())
+        return [(self._final(x, Picture(next(images)), refined=True) if ok
+                 else self._final(x, x.image, refined=False),)
+                for x, ok in zip(msgs, in_time, strict=True)]
+
+    def _in_time(self, msg: m.RenderedFrame) -> bool:
+        """Whether refining can still finish before the frame's deadline."""
+        if not msg.deadline or time.time() <= msg.deadline - self.refine_margin_s:
+            return True
+        self.degraded += 1
+        return False
+
+    @staticmethod
+    def _final(msg: m.RenderedFrame, image: Picture, *, refined: bool) -> m.FinalFrame:
+        return m.FinalFrame(session_id=msg.session_id, index=msg.index, pts=msg.pts,
+                            traceparent=msg.traceparent, deadline=msg.deadline, image=image,
+                            refined=refined)
 
     def _avatar(self, msg: m.SessionStart) -> Avatar:
         avatar_id = msg.avatar_id or msg.session_id

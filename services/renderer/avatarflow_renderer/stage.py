@@ -65,13 +65,25 @@ class RendererStage(AvatarSessions, Stage):
             avatar = self._sessions.get(msg.session_id)
             if avatar is None:
                 raise NotFound(f"unknown session {msg.session_id!r}: no SessionStart seen")
-            image = Picture(self.engine.render(avatar, msg))
-            return (m.RenderedFrame(session_id=msg.session_id, index=msg.index, pts=msg.pts,
-                                    traceparent=msg.traceparent, deadline=msg.deadline,
-                                    image=image, motion=msg),)
+            return (self._rendered(msg, self.engine.render(avatar, msg)),)
         if isinstance(msg, m.EndOfAudio):
             self._sessions.pop(msg.session_id, None)
         return (msg,)
+
+    def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
+        """Frames of several sessions in one batched render, when the engine batches."""
+        render_batch = getattr(self.engine, "render_batch", None)
+        if render_batch is None or not all(
+                isinstance(x, m.MotionFrame) and x.session_id in self._sessions for x in msgs):
+            return None
+        images = render_batch([(self._sessions[x.session_id], x) for x in msgs])
+        return [(self._rendered(x, image),) for x, image in zip(msgs, images, strict=True)]
+
+    @staticmethod
+    def _rendered(msg: m.MotionFrame, image) -> m.RenderedFrame:
+        return m.RenderedFrame(session_id=msg.session_id, index=msg.index, pts=msg.pts,
+                               traceparent=msg.traceparent, deadline=msg.deadline,
+                               image=Picture(image), motion=msg)
 
     def close(self) -> None:
         self._sessions.clear()

@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# LivePortrait's own module code, the reference the renderer's exactness tests compare
+	# against (tests only; its application dependencies are not needed).
+	$(BIN)/pip install -q --no-deps mimic-head==0.1.5
 	touch $(STAMP)
 
 # espeak-ng speaks the demo and test sentences; installed from Debian's packages when missing.

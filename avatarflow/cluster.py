@@ -37,6 +37,7 @@ class _Replica:
     service: str
     index: int
     port: int
+    metrics_port: int
     log_path: Path
     generation: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -88,8 +89,12 @@ class LocalCluster:
                     while port in taken:  # the OS hands a port out again until it is bound
                         port = free_port()
                 taken.add(port)
+                metrics_port = free_port()
+                while metrics_port in taken:
+                    metrics_port = free_port()
+                taken.add(metrics_port)
                 self._replicas[service, i] = _Replica(
-                    service, i, port, self.log_dir / f"{service}-{i}.log")
+                    service, i, port, metrics_port, self.log_dir / f"{service}-{i}.log")
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -105,6 +110,10 @@ class LocalCluster:
 
     def target(self, service: str, replica: int = 0) -> str:
         return f"{HOST}:{self._get(service, replica).port}"
+
+    def metrics_url(self, service: str, replica: int = 0) -> str:
+        """Where the service's Prometheus metrics are served."""
+        return f"http://{HOST}:{self._get(service, replica).metrics_port}/metrics"
 
     def replicas(self, service: str) -> int:
         return sum(1 for s, _ in self._replicas if s == service)
@@ -130,7 +139,8 @@ class LocalCluster:
         """The command line of one service process (tests override it)."""
         r = self._get(service, replica)
         cmd = [sys.executable, "-m", "avatarflow.cli.main", "serve", service,
-               "--port", str(r.port), "--redis", self.redis_url, "--consumer", r.consumer]
+               "--port", str(r.port), "--metrics-port", str(r.metrics_port),
+               "--redis", self.redis_url, "--consumer", r.consumer]
         if service == "gateway":
             cmd += ["--renderer", self.target("renderer")]
         return cmd

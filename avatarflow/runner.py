@@ -16,6 +16,8 @@ from avatarflow import messages as m
 from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.errors import AvatarflowError
 from avatarflow.stage import FRAME_TYPES, Stage, StageStats, run_batch, run_stage
+from avatarflow.telemetry import tracing
+from avatarflow.telemetry.metrics import StageMeter
 from avatarflow.topology import StageSpec
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,14 @@ class StageRunner:
     """
 
     def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False,
-                 batch: int = 1) -> None:
+                 batch: int = 1, budget_s: float = 0.5) -> None:
         self.spec, self.stage, self.bus, self.offload = spec, stage, bus, offload
         self.batch = batch
+        self.budget_s = budget_s  # a frame's deadline is its audio's arrival + this
+        self.meter = StageMeter(spec.name)
         self.stats = RunnerStats()
+        self.stats.process.meter = self.meter
+        self.span_name = tracing.SPAN_NAMES.get(spec.name, spec.name)
         self.busy = False  # between receiving messages and committing their outputs
 
     async def run(self) -> None:
@@ -83,11 +89,14 @@ class StageRunner:
         now = time.time()
         for d in batch:
             self.stats.hop.add(d, now)
+            if d.published_at:
+                self.meter.queue.observe(max(0.0, now - d.published_at))
         if self.offload:
             commits = await asyncio.to_thread(self._process_all, batch)
         else:
             commits = self._process_all(batch)
         oks = await self.bus.commit_many(self.spec.output, commits)
+        self.meter.lag.set(self.bus.backlog(self.spec.input, self.spec.group))
         for c, ok in zip(commits, oks, strict=True):
             if not ok:
                 sid = c.delivery.msg.session_id
@@ -101,14 +110,19 @@ class StageRunner:
             commits = []
             for d in batch:
                 msg, late = self._admit(d)
+                span = tracing.start(self.span_name, msg)
                 outs = [] if late else run_stage(self.stage, msg, self.stats.process)
+                tracing.finish(span, outs)
                 commits.append(self._commit(d, msg, outs))
             return commits
         # A batching stage keeps no per-frame state (its frames change no snapshot), so the
         # frames of many sessions can run as one batch before anything is committed.
         msgs = [self._admit(d) for d in batch]
+        spans = [tracing.start(self.span_name, msg) for msg, _ in msgs]
         outs = run_batch(self.stage, [None if late else msg for msg, late in msgs],
                          self.stats.process)
+        for span, o in zip(spans, outs, strict=True):
+            tracing.finish(span, o)
         return [self._commit(d, msg, o) for d, (msg, _), o in zip(batch, msgs, outs,
                                                                   strict=True)]
 
@@ -119,10 +133,15 @@ class StageRunner:
         late = self.stage.drops_late and self._late(msg)
         if late:
             self.stats.dropped += 1
+            self.meter.dropped.inc()
         return msg, late
 
     def _commit(self, d: Delivery, msg: m.Message, outs: list[m.Message]) -> Commit:
         sid = msg.session_id
+        now = time.time()
+        for o in outs:
+            if o.deadline and isinstance(o, FRAME_TYPES):
+                self.meter.latency.observe(max(0.0, now - (o.deadline - self.budget_s)))
         ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
         if ended:
             self.stage.drop(sid)

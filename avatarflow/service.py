@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from avatarflow.settings import Settings
+from avatarflow.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class ServiceRuntime:
         reflection.enable_server_reflection(
             (*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), self.server)
+        if self.settings.metrics_http_port is not None:
+            metrics.serve(self.settings.metrics_http_port)
+        tracing.configure(self.settings.service)
         address = f"[::]:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(address)
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -80,3 +84,4 @@ class ServiceRuntime:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.server.stop(self.settings.grace_s)
+            tracing.disable()  # flushes the spans still batched for export

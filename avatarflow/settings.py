@@ -26,6 +26,7 @@ DEFAULT_PORTS = {"gateway": 50051, "audio-encoder": 50061, "motion-gen": 50062,
 class Settings:
     service: str
     port: int = 0  # gRPC port; 0 = the service's default
+    metrics_port: int = 0  # Prometheus /metrics port; 0 = the gRPC port + 1000, -1 = off
     redis_url: str = "redis://127.0.0.1:6379/0"
     engine: str = ""  # stage engine; empty = the default engine
     # Engine options, passed to the engine only when set: a local weights directory (never
@@ -56,7 +57,8 @@ class Settings:
         if self.service not in SERVICES:
             raise InvalidInput(f"unknown service {self.service!r}; services: {', '.join(SERVICES)}")
         checks = {
-            "port": 0 <= self.port <= 65535, "heartbeat_ms": self.heartbeat_ms > 0,
+            "port": 0 <= self.port <= 65535, "metrics_port": -1 <= self.metrics_port <= 65535,
+            "heartbeat_ms": self.heartbeat_ms > 0,
             "claim_idle_ms": self.claim_idle_ms >= 2 * self.heartbeat_ms,
             "session_ttl_s": self.session_ttl_s > 0, "stream_maxlen": self.stream_maxlen >= 16,
             "avatar_ttl_s": self.avatar_ttl_s > 0, "frame_budget_ms": self.frame_budget_ms > 0,
@@ -74,6 +76,13 @@ class Settings:
     @property
     def grpc_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.service]
+
+    @property
+    def metrics_http_port(self) -> int | None:
+        """Where /metrics is served; None when switched off."""
+        if self.metrics_port < 0:
+            return None
+        return self.metrics_port or self.grpc_port + 1000
 
     @property
     def consumer_name(self) -> str:

@@ -89,12 +89,17 @@ class StageStats:
     per_frame_s: list[float] = field(default_factory=list)
     frames: int = 0
     busy_s: float = 0.0
+    meter: Any = None  # a telemetry StageMeter that sees the same figures, when set
 
     def add(self, elapsed: float, frames_out: int) -> None:
         self.busy_s += elapsed
         if frames_out:
             self.frames += frames_out
             self.per_frame_s.extend([elapsed / frames_out] * frames_out)
+            if len(self.per_frame_s) > 100_000:  # a long-running service keeps the recent half
+                del self.per_frame_s[:50_000]
+            if self.meter is not None:
+                self.meter.processed(elapsed / frames_out, frames_out)
 
     def summary(self) -> dict[str, float]:
         if not self.per_frame_s:

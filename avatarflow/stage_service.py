@@ -18,6 +18,7 @@ from avatarflow.runner import StageRunner
 from avatarflow.service import ServiceRuntime
 from avatarflow.settings import Settings
 from avatarflow.stage import Stage
+from avatarflow.telemetry import metrics
 from avatarflow.topology import DEFAULT_ENGINES, PIPELINE
 from avatarflow.v1 import internal_pb2 as ipb
 from avatarflow.v1 import internal_pb2_grpc
@@ -94,7 +95,9 @@ async def serve_stage(settings: Settings,
     spec = next(s for s in PIPELINE if s.name == settings.service)
     stage, backing = build(settings)
     bus = RedisBus(settings)
-    runner = StageRunner(spec, stage, bus, offload=spec.name in OFFLOAD, batch=BATCH)
+    runner = StageRunner(spec, stage, bus, offload=spec.name in OFFLOAD, batch=BATCH,
+                         budget_s=settings.frame_budget_ms / 1000)
+    metrics.track_sessions(spec.name, lambda: stage.session_count)
     runtime = ServiceRuntime(settings)
     runtime.add(internal_pb2_grpc.add_StageServicer_to_server, StageServicer(runner, bus),
                 "avatarflow.v1.Stage")

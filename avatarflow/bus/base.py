@@ -80,5 +80,9 @@ class Bus(ABC):
         return [await self.commit(c.delivery, topic, c.outputs, c.state, ended=c.ended)
                 for c in commits]
 
+    def backlog(self, topic: str, group: str) -> int:
+        """Messages of ``topic`` that ``group`` has received here and not yet taken."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases connections and wakes waiting consumers."""

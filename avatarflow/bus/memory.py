@@ -69,6 +69,9 @@ class MemoryBus(Bus):
     async def receive(self, topic: str, group: str) -> Delivery:
         return Delivery(await self._queue(topic, group).get(), topic, group)
 
+    def backlog(self, topic: str, group: str) -> int:
+        return len(self._queue(topic, group))
+
     async def commit(self, delivery: Delivery, topic: str | None,
                      outputs: Sequence[m.Message], state: bytes | None = None,
                      *, ended: bool = False) -> bool:

@@ -189,6 +189,10 @@ class RedisBus(Bus):
                   sid, len(codes), turn, *args],
             client=pipe)
 
+    def backlog(self, topic: str, group: str) -> int:
+        c = self._consumers.get((topic, group))
+        return 0 if c is None else sum(len(s.data) + len(s.ctl) for s in c.sessions.values())
+
     async def receive_batch(self, topic: str, group: str, limit: int) -> list[Delivery]:
         batch = [await self.receive(topic, group)]
         c = self._consumers[(topic, group)]

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="gRPC port (default: the service's own)")
     p.add_argument("--redis", dest="redis_url", help="redis URL, e.g. redis://host:6379/0")
     p.add_argument("--engine", help="stage engine (default: the stage's default)")
+    p.add_argument("--metrics-port", type=int,
+                   help="Prometheus /metrics port (default: gRPC port + 1000; -1: off)")
     p.add_argument("--weights", help="local directory of the engine's weights (neural engines)")
     p.add_argument("--device", help="torch device for a neural engine, e.g. cpu or cuda:0")
     p.add_argument("--triton", dest="triton_url",
@@ -29,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.load(args.service, port=args.port, redis_url=args.redis_url,
+    settings = Settings.load(args.service, port=args.port, metrics_port=args.metrics_port,
+                             redis_url=args.redis_url,
                              engine=args.engine, consumer=args.consumer,
                              weights=args.weights, device=args.device,
                              triton_url=args.triton_url,

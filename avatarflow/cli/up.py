@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(cluster: LocalCluster) -> None:
-    rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s, cluster.target(s, i))
+    rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
+             f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
             for s in ("gateway", *SERVICES[:-1]) for i in range(cluster.replicas(s))]
     rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir))]
     width = max(len(name) for name, _ in rows)

@@ -16,6 +16,7 @@ async def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("service")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--metrics-port", type=int)
     p.add_argument("--redis", required=True)
     p.add_argument("--consumer", required=True)
     p.add_argument("--renderer")

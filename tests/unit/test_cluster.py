@@ -44,12 +44,16 @@ def test_command_line_of_each_service(tmp_path: Path) -> None:
                            replicas={"motion-gen": 2})
     cmd = cluster.command_for("motion-gen", 1)
     assert cmd[:5] == [sys.executable, "-m", "avatarflow.cli.main", "serve", "motion-gen"]
+    metrics_port = cluster.metrics_url("motion-gen", 1).split(":")[2].split("/")[0]
     assert cmd[5:] == ["--port", cluster.target("motion-gen", 1).split(":")[1],
+                       "--metrics-port", metrics_port,
                        "--redis", "redis://127.0.0.1:1/0", "--consumer", "motion-gen-1"]
     gateway = cluster.command_for("gateway")
     assert gateway[-2:] == ["--renderer", cluster.target("renderer")]
     ports = {cluster.target(s, i) for s in SERVICES for i in range(cluster.replicas(s))}
     assert len(ports) == 6
+    metrics = {cluster.metrics_url(s, i) for s in SERVICES for i in range(cluster.replicas(s))}
+    assert len(metrics) == 6 and not {u.split("/")[2] for u in metrics} & ports
 
 
 def test_start_fails_with_the_log_tail(tmp_path: Path, monkeypatch) -> None:

@@ -45,7 +45,8 @@ def test_up_serves_until_a_signal_then_drains(tmp_path: Path, sig: int) -> None:
             if line.startswith("Ctrl-C") or proc.poll() is not None:
                 break
         text = "".join(lines)
-        assert re.search(rf"^  gateway +127\.0\.0\.1:{port}$", text, re.M), text
+        row = rf"^  gateway +127\.0\.0\.1:{port}  metrics http://127\.0\.0\.1:\d+/metrics$"
+        assert re.search(row, text, re.M), text
         assert "renderer-1" in text and "redis://127.0.0.1:" in text
         assert f"avatarflow client --target 127.0.0.1:{port}" in text
         proc.send_signal(sig)

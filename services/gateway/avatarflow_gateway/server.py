@@ -10,6 +10,7 @@ from avatarflow.bus.streams import RedisBus
 from avatarflow.service import ServiceRuntime
 from avatarflow.settings import Settings
 from avatarflow.stage_service import wait_for_redis
+from avatarflow.telemetry import metrics
 from avatarflow.v1 import api_pb2_grpc, internal_pb2_grpc
 from avatarflow_gateway.servicer import AvatarsServicer
 
@@ -20,6 +21,8 @@ async def serve(settings: Settings) -> None:
     channel = grpc.aio.insecure_channel(settings.renderer_target, options=[
         ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
     servicer = AvatarsServicer(settings, bus, internal_pb2_grpc.PortraitsStub(channel))
+    metrics.track_sessions("gateway", lambda: len(servicer.sessions))
+    metrics.GATEWAY_FPS.set_function(servicer.mean_fps)
     runtime = ServiceRuntime(settings)
     runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, servicer, "avatarflow.v1.Avatars")
 

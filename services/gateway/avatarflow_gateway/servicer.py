@@ -22,6 +22,7 @@ from avatarflow.images import decode_image
 from avatarflow.output import resolve_output
 from avatarflow.settings import Settings
 from avatarflow.tasks import TaskGroup
+from avatarflow.telemetry import tracing
 from avatarflow.topology import FRAMES
 from avatarflow.v1 import api_pb2, api_pb2_grpc, internal_pb2, internal_pb2_grpc
 from avatarflow_gateway.config import parse_config, pcm_from_bytes
@@ -40,6 +41,11 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
         self.sessions: dict[str, GatewaySession] = {}
         self._preparing: dict[str, asyncio.Future[None]] = {}
         self.background = TaskGroup("gateway")
+
+    def mean_fps(self) -> float:
+        """Mean achieved frame rate of the sessions over their last summary period."""
+        rates = [s.fps_now for s in self.sessions.values() if s.fps_now > 0]
+        return sum(rates) / len(rates) if rates else 0.0
 
     # -- portraits -------------------------------------------------------------------------
 
@@ -94,7 +100,8 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
                       context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.SessionResponse]:
         session: GatewaySession | None = None
         try:
-            session = await self._open(request_iterator)
+            session = await self._open(request_iterator,
+                                       tracing.from_metadata(context.invocation_metadata()))
             self.sessions[session.sid] = session
             yield await session.open()
             async with TaskGroup(f"session-{session.sid}") as tasks:
@@ -114,7 +121,8 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
             if session is not None:
                 self.background.spawn(self._close(session), f"close-{session.sid}")
 
-    async def _open(self, requests: AsyncIterator[api_pb2.SessionRequest]) -> GatewaySession:
+    async def _open(self, requests: AsyncIterator[api_pb2.SessionRequest],
+                    traceparent: str = "") -> GatewaySession:
         first = await anext(aiter(requests), None)
         kind = None if first is None else first.WhichOneof("kind")
         if kind != "config":
@@ -122,7 +130,8 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
                                f"{kind or 'nothing'}")
         spec = parse_config(first.config)
         avatar_id = await self._ensure_avatar(spec.image, spec.avatar_id, spec.output())
-        return GatewaySession(uuid.uuid4().hex, spec, avatar_id, self.bus, self.settings)
+        return GatewaySession(uuid.uuid4().hex, spec, avatar_id, self.bus, self.settings,
+                              traceparent)
 
     async def _read(self, s: GatewaySession,
                     requests: AsyncIterator[api_pb2.SessionRequest]) -> None:

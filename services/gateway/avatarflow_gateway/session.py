@@ -19,6 +19,7 @@ from avatarflow import messages as m
 from avatarflow.bus.streams import RedisBus
 from avatarflow.errors import AvatarflowError, InvalidInput
 from avatarflow.settings import Settings
+from avatarflow.telemetry import metrics, tracing
 from avatarflow.topology import AUDIO, FRAMES
 from avatarflow.v1 import api_pb2
 from avatarflow_gateway.config import SessionSpec
@@ -32,8 +33,10 @@ CLOSED = object()  # ends the response stream
 
 class GatewaySession:
     def __init__(self, sid: str, spec: SessionSpec, avatar_id: str, bus: RedisBus,
-                 settings: Settings) -> None:
+                 settings: Settings, traceparent: str = "") -> None:
         self.sid, self.spec, self.avatar_id, self.bus = sid, spec, avatar_id, bus
+        self.traceparent = traceparent  # the client's trace context (gRPC metadata), if any
+        self.fps_now = 0.0  # achieved rate over the last summary period
         self.budget_s = settings.frame_budget_ms / 1000
         self.stall_s = settings.stall_ms / 1000
         self.summary_s = settings.summary_s
@@ -82,6 +85,8 @@ class GatewaySession:
         chunk = m.AudioChunk(session_id=self.sid, index=self.chunks, pts=start / self.rate,
                              sample_rate=self.rate, pcm=pcm, deadline=max(now, due) + self.budget_s)
         self.chunks += 1
+        tracing.finish(tracing.start(tracing.SPAN_NAMES["gateway"], chunk, self.traceparent),
+                       [chunk])
         await self.bus.publish(AUDIO, chunk, turn=self.turn)
 
     async def fill_stall(self) -> None:
@@ -162,9 +167,14 @@ class GatewaySession:
                 return
 
     def _frame(self, msg: m.FinalFrame) -> api_pb2.SessionResponse:
-        if self.last_index >= 0:
+        span = tracing.start(tracing.SEND, msg)
+        if self.last_index >= 0 and msg.index > self.last_index + 1:
             self.dropped += msg.index - self.last_index - 1
+            metrics.GATEWAY_DROPPED.inc(msg.index - self.last_index - 1)
         self.last_index = msg.index
+        metrics.GATEWAY_FRAMES.inc()
+        if msg.deadline and time.time() > msg.deadline:
+            metrics.GATEWAY_LATE.inc()
         if self.spec.encoding == api_pb2.FRAME_ENCODING_RAW_RGB:
             data = np.ascontiguousarray(msg.image.rgb()).tobytes()
         else:
@@ -172,9 +182,11 @@ class GatewaySession:
         self._latency(msg.index)
         self.frames += 1
         self._period_frames += 1
-        return api_pb2.SessionResponse(frame=api_pb2.VideoFrame(
+        response = api_pb2.SessionResponse(frame=api_pb2.VideoFrame(
             index=msg.index, pts=msg.pts, data=data, audio=self.timeline.frame_audio(msg.index),
             refined=msg.refined))
+        tracing.finish(span)
+        return response
 
     def _latency(self, index: int) -> None:
         end = self.timeline.span(index)[1]
@@ -182,6 +194,7 @@ class GatewaySession:
             self.arrivals.popleft()
         if self.arrivals and self.arrivals[0][0] >= end:
             ms = (time.time() - self.arrivals[0][1]) * 1e3
+            metrics.GATEWAY_LATENCY.observe(ms / 1e3)
             self.latency_ms.append(ms)
             self._period.append(ms)
 
@@ -192,6 +205,7 @@ class GatewaySession:
                                    p99_ms=float(np.percentile(values, 99)),
                                    fps=self._period_frames / self.summary_s if period else 0.0)
         if period:
+            self.fps_now = s.fps
             self._period, self._period_frames = [], 0
         return s
 

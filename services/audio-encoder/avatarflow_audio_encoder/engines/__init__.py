@@ -10,7 +10,11 @@ import numpy as np
 
 from avatarflow import engines
 
-ENGINES = {"mel": "avatarflow_audio_encoder.engines.mel:MelEngine"}
+ENGINES = {
+    "mel": "avatarflow_audio_encoder.engines.mel:MelEngine",
+    "hubert": "avatarflow_audio_encoder.engines.ssl:HubertEngine",
+    "wav2vec2": "avatarflow_audio_encoder.engines.ssl:Wav2Vec2Engine",
+}
 
 
 class FeatureSession(Protocol):

@@ -1,0 +1,96 @@
+"""Prometheus metrics, served on a port of their own (``/metrics``).
+
+Names follow ``avatarflow_<stage>_<thing>_<unit>``; the stage is a label, never the session
+(label cardinality stays bounded however many sessions run). Latency histograms have buckets
+packed around the 33.3 ms frame budget of 30 fps.
+
+What "late" means:
+- a stage's frame is late when that stage alone spent longer on it than one frame interval
+  (33.3 ms): a stage that slow cannot keep a 30 fps session fed from one replica;
+- a frame at the gateway is late when it is sent after its deadline (the audio's arrival plus
+  the frame budget, ``frame_budget_ms``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+FRAME_BUDGET_S = 1 / 30
+LATENCY_BUCKETS = (0.005, 0.010, 0.015, 0.020, 0.025, 0.030, 0.0333, 0.040, 0.050, 0.075,
+                   0.100, 0.150, 0.250, 0.500, 1.0, 2.5)
+E2E_BUCKETS = (0.025, 0.0333, 0.050, 0.075, 0.100, 0.150, 0.200, 0.250, 0.300, 0.400, 0.500,
+               0.750, 1.0, 2.0, 5.0)
+
+STAGE_FRAMES = Counter("avatarflow_stage_frames", "Frames a stage produced.", ["stage"])
+STAGE_LATE = Counter("avatarflow_stage_late_frames",
+                     "Frames on which a stage spent more than one frame interval (33.3 ms).",
+                     ["stage"])
+STAGE_DROPPED = Counter("avatarflow_stage_dropped_frames",
+                        "Frames a stage dropped because they were already past their deadline.",
+                        ["stage"])
+STAGE_PROCESS = Histogram("avatarflow_stage_frame_seconds",
+                          "Time a stage spent on one frame.", ["stage"],
+                          buckets=LATENCY_BUCKETS)
+STAGE_LATENCY = Histogram("avatarflow_stage_frame_latency_seconds",
+                          "Audio arrival -> frame leaving this stage.", ["stage"],
+                          buckets=E2E_BUCKETS)
+STAGE_QUEUE = Histogram("avatarflow_stage_queue_seconds",
+                        "Publish upstream -> received by this stage (bus and queueing).",
+                        ["stage"], buckets=LATENCY_BUCKETS)
+STAGE_LAG = Gauge("avatarflow_stage_stream_lag",
+                  "Messages received by this replica and not yet processed.", ["stage"])
+ACTIVE_SESSIONS = Gauge("avatarflow_active_sessions", "Sessions this process is serving.",
+                        ["service"])
+GATEWAY_LATENCY = Histogram("avatarflow_gateway_frame_latency_seconds",
+                            "End to end: audio arrival -> frame sent to the client.",
+                            buckets=E2E_BUCKETS)
+GATEWAY_FRAMES = Counter("avatarflow_gateway_frames_sent", "Frames sent to clients.")
+GATEWAY_LATE = Counter("avatarflow_gateway_late_frames",
+                       "Frames sent after their deadline.")
+GATEWAY_DROPPED = Counter("avatarflow_gateway_dropped_frames",
+                          "Frame indexes that never reached the client (dropped on the way).")
+GATEWAY_FPS = Gauge("avatarflow_gateway_fps",
+                    "Mean achieved frame rate of the active sessions over the last period.")
+TRITON_REQUEST = Histogram("avatarflow_triton_request_seconds",
+                           "Round trip of one batched request to Triton.", ["model"],
+                           buckets=LATENCY_BUCKETS)
+TRITON_QUEUE = Gauge("avatarflow_triton_queue_seconds",
+                     "Mean time a request waited in Triton's queue (recent requests).",
+                     ["model"])
+TRITON_COMPUTE = Gauge("avatarflow_triton_compute_seconds",
+                       "Mean time Triton spent computing one request (recent requests).",
+                       ["model"])
+
+
+class StageMeter:
+    """The metrics of one stage, labels bound once."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.frames = STAGE_FRAMES.labels(stage)
+        self.late = STAGE_LATE.labels(stage)
+        self.dropped = STAGE_DROPPED.labels(stage)
+        self.process = STAGE_PROCESS.labels(stage)
+        self.latency = STAGE_LATENCY.labels(stage)
+        self.queue = STAGE_QUEUE.labels(stage)
+        self.lag = STAGE_LAG.labels(stage)
+
+    def processed(self, seconds_per_frame: float, frames: int) -> None:
+        """``frames`` frames came out of work that took ``seconds_per_frame`` each."""
+        for _ in range(frames):
+            self.frames.inc()
+            self.process.observe(seconds_per_frame)
+            if seconds_per_frame > FRAME_BUDGET_S:
+                self.late.inc()
+
+
+def track_sessions(service: str, count: Callable[[], int]) -> None:
+    """The active-sessions gauge of ``service`` reads ``count()`` at every scrape."""
+    ACTIVE_SESSIONS.labels(service).set_function(count)
+
+
+def serve(port: int) -> None:
+    """Serves ``/metrics`` on ``port`` in a daemon thread (the default registry)."""
+    start_http_server(port, registry=REGISTRY)

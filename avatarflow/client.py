@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -51,9 +51,10 @@ class AvatarClient:
                                                      fps=fps))
         return await self.stub.RegisterAvatar(request, timeout=timeout)
 
-    def open(self, config: api_pb2.SessionConfig) -> LiveSession:
+    def open(self, config: api_pb2.SessionConfig,
+             metadata: Sequence[tuple[str, str]] = ()) -> LiveSession:
         """A session that is not started yet: ``await session.start()`` sends the config."""
-        return LiveSession(self.stub, config)
+        return LiveSession(self.stub, config, metadata)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -69,9 +70,11 @@ class LiveSession:
     """One bidirectional ``Session`` call. Writes are serialised, so control messages may be
     sent from another task while audio streams."""
 
-    def __init__(self, stub: api_pb2_grpc.AvatarsStub, config: api_pb2.SessionConfig) -> None:
+    def __init__(self, stub: api_pb2_grpc.AvatarsStub, config: api_pb2.SessionConfig,
+                 metadata: Sequence[tuple[str, str]] = ()) -> None:
         self.config = config
-        self.call = stub.Session()
+        # metadata: e.g. the caller's W3C ``traceparent``, which roots the session's traces
+        self.call = stub.Session(metadata=tuple(metadata) or None)
         self.started: api_pb2.SessionStarted | None = None
         self.first_audio_sent_at: float | None = None  # time.monotonic()
         self._write_lock = asyncio.Lock()
@@ -146,13 +149,14 @@ async def run_session(client: AvatarClient, config: api_pb2.SessionConfig, pcm: 
                       sample_rate: int, *, realtime: bool = True, chunk_s: float = 0.02,
                       on_started: Callable[[api_pb2.SessionStarted], Any] | None = None,
                       on_frame: Callable[[api_pb2.VideoFrame], Any] | None = None,
-                      keep_data: bool = True) -> SessionRecord:
+                      keep_data: bool = True,
+                      metadata: Sequence[tuple[str, str]] = ()) -> SessionRecord:
     """Runs one whole session: streams ``pcm`` while receiving, until the server ends it.
 
     ``on_frame`` (plain or async) sees every frame as it arrives; with ``keep_data=False`` the
     record keeps only timing and indexes, not the image and audio bytes.
     """
-    session = client.open(config)
+    session = client.open(config, metadata)
     record = SessionRecord()
     try:
         record.started = await session.start()

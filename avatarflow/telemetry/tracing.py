@@ -109,8 +109,13 @@ def finish(span: Any, outputs: Iterable[m.Message] = ()) -> None:
     if span is None:
         return
     tp = traceparent_of(span)
+    frames = []
     for o in outputs:
         o.traceparent = tp
+        if not isinstance(o, m.AudioChunk) and o.tier is m.Tier.DATA:
+            frames.append(o.index)
+    if frames:
+        span.set_attribute("avatarflow.output_frames", frames)
     span.end()
 
 

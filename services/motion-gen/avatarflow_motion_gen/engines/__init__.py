@@ -6,7 +6,10 @@ from typing import Any
 
 from avatarflow import engines
 
-ENGINES = {"signal": "avatarflow_motion_gen.engines.signal:SignalEngine"}
+ENGINES = {
+    "signal": "avatarflow_motion_gen.engines.signal:SignalEngine",
+    "diffusion": "avatarflow_motion_gen.engines.diffusion:DiffusionEngine",
+}
 
 
 def create(name: str, **options: Any) -> Any:

@@ -64,6 +64,9 @@ try:
 except ModuleNotFoundError as exc:
     raise MissingExtra(exc.name or "torch", "neural") from exc
 
+# Loading is local and quick: transformers' progress bars would only clutter service logs.
+transformers.utils.logging.disable_progress_bar()
+
 MAX_LOOKAHEAD_MS = 80.0
 MAX_CONTEXT_MS = 30_000.0
 MAX_BLOCK = 60

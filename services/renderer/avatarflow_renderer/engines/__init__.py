@@ -6,7 +6,8 @@ from typing import Any
 
 from avatarflow import engines
 
-ENGINES = {"warp": "avatarflow_renderer.engines.warp:WarpEngine"}
+ENGINES = {"warp": "avatarflow_renderer.engines.warp:WarpEngine",
+           "neural": "avatarflow_renderer.engines.neural:NeuralEngine"}
 
 
 def create(name: str, **options: Any) -> Any:

@@ -6,7 +6,8 @@ from typing import Any
 
 from avatarflow import engines
 
-ENGINES = {"blend": "avatarflow_refiner.engines.blend:BlendEngine"}
+ENGINES = {"blend": "avatarflow_refiner.engines.blend:BlendEngine",
+           "neural": "avatarflow_refiner.engines.neural:NeuralEngine"}
 
 
 def create(name: str, **options: Any) -> Any:

@@ -1,0 +1,255 @@
+"""A real Triton server (the one nvidia-pytriton ships) serving the renderer and refiner
+networks on the CPU from deploy/triton/model_repository, with small random weights."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import numpy as np
+import pytest
+
+from avatarflow.errors import InvalidInput, NotFound, Unavailable
+from avatarflow.net import free_port
+from avatarflow.triton_server import (
+    REPOSITORY,
+    TritonNotInstalled,
+    TritonServer,
+    find_tritonserver,
+    model_parameters,
+    write_repository,
+)
+
+try:
+    find_tritonserver()
+except TritonNotInstalled as exc:
+    pytest.skip(f"no tritonserver binary: {exc}", allow_module_level=True)
+
+import torch  # noqa: E402 - after the skip: the neural extra comes with triton-server
+
+from avatarflow.triton_client import TritonNetwork  # noqa: E402
+from avatarflow_refiner.engines.neural import RefinerNetwork  # noqa: E402
+from avatarflow_refiner.models import preset  # noqa: E402
+from avatarflow_renderer.engines.neural import RendererNetwork  # noqa: E402
+from avatarflow_renderer.engines.neural_net import UpperBodyNetwork  # noqa: E402
+from avatarflow_renderer.models.upperbody import UpperBodyConfig, UpperBodyRenderer  # noqa: E402
+
+# Long enough that two requests sent together on a busy 2-core machine always meet in the
+# queue; a batch reaching a preferred size (2) leaves at once, so no test waits for it.
+QUEUE_DELAY_US = 500_000
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the stubs: the same kernels on both sides, and no
+    oversubscription of a small machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    """In-process networks and their saved weights: the refiner's small preset and the
+    renderer's upper-body small preset (liveportrait at full size is too slow on a CPU)."""
+    refiner = RefinerNetwork.create(preset("small"), seed=11)
+    refiner_dir = refiner.save(tmp_path_factory.mktemp("refiner"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12)
+        model = UpperBodyRenderer(UpperBodyConfig.preset("small"))
+    renderer_dir = UpperBodyNetwork.save(model, tmp_path_factory.mktemp("renderer"))
+    renderer = RendererNetwork.load(renderer_dir, "upperbody")
+    return {"refiner": (refiner, refiner_dir), "renderer": (renderer, renderer_dir)}
+
+
+@pytest.fixture(scope="module")
+def server(networks):
+    with TritonServer(weights={m: d for m, (_, d) in networks.items()},
+                      parameters={"renderer": {"arch": "upperbody"}}, device="cpu",
+                      max_queue_delay_us=QUEUE_DELAY_US,
+                      env={"OMP_NUM_THREADS": "1"}) as srv:  # as one_thread
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    nets = {m: TritonNetwork(server.url, m, timeout_s=60) for m in ("renderer", "refiner")}
+    yield nets
+    for n in nets.values():
+        n.close()
+
+
+def frames(model: str, net, b: int, seed: int) -> list[np.ndarray]:
+    """``b`` sessions' inputs for ``model``: (source, kp_source, kp_driving, hand | context)."""
+    rng = np.random.default_rng(seed)
+    if model == "refiner":
+        h = w = net.config.image_size
+        k = net.config.num_kp
+    else:
+        (w, h), k = net.source_size, net.num_kp
+    kp = rng.uniform(-0.8, 0.8, (b, k, 3)).astype(np.float32)
+    return [rng.random((b, 3, h, w), np.float32), kp,
+            (kp + rng.normal(0, 0.03, kp.shape)).astype(np.float32),
+            rng.random((b, 3, h, w), np.float32)]
+
+
+def local(net, x: list[np.ndarray]) -> np.ndarray:
+    return net.forward_batch(*(torch.from_numpy(a) for a in x)).numpy()
+
+
+def delta(client: TritonNetwork, before: dict[str, int], requests: int) -> dict[str, int]:
+    """The model's counters since ``before``, once Triton has counted ``requests`` requests
+    (it updates them just after answering)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        d = {k: v - before[k] for k, v in client.statistics().items()}
+        if d["success_count"] + d["fail_count"] >= requests or time.monotonic() > deadline:
+            return d
+        time.sleep(0.02)
+
+
+MODELS = ["refiner", "renderer"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_one_request_carries_two_sessions(networks, clients, model):
+    net, client = networks[model][0], clients[model]
+    x = frames(model, net, 2, seed=1)
+    before = client.statistics()
+    out = client.forward_batch(*x)
+    assert delta(client, before, 1) == {"inference_count": 2, "execution_count": 1,
+                                     "success_count": 1, "fail_count": 0}
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_allclose(out, local(net, x), atol=TOL, rtol=0)
+    # Torch tensors in, a torch tensor out.
+    t = client.forward_batch(*(torch.from_numpy(a) for a in x))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), out, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dynamic_batcher_merges_two_sessions_requests(networks, clients, model):
+    net, client = networks[model][0], clients[model]
+    x = frames(model, net, 2, seed=2)
+    want = local(net, x)
+    before = client.statistics()
+
+    async def both():
+        return await asyncio.gather(*(client.forward_batch_async(*(a[i:i + 1] for a in x))
+                                      for i in range(2)))
+
+    got = asyncio.run(both())
+    stats = delta(client, before, 2)
+    assert (stats["inference_count"], stats["execution_count"]) == (2, 1)
+    for i, out in enumerate(got):
+        np.testing.assert_allclose(out, want[i:i + 1], atol=TOL, rtol=0)
+
+
+def _nan(x):
+    x[2][0, 3, 1] = np.nan
+    return x, "KP_DRIVING has 1 non-finite values"
+
+
+def _wrong_k(x):
+    x[2] = x[2][:, :-1]
+    return x, r"KP_DRIVING has shape \[1, \d+, 3\], expected \[B, \d+, 3\]"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("corrupt", [_nan, _wrong_k])
+def test_a_malformed_request_fails_alone(networks, clients, model, corrupt):
+    net, client = networks[model][0], clients[model]
+    good = frames(model, net, 1, seed=3)
+    bad, message = corrupt(frames(model, net, 1, seed=4))
+    before = client.statistics()
+
+    async def both():
+        return await asyncio.gather(client.forward_batch_async(*good),
+                                    client.forward_batch_async(*bad), return_exceptions=True)
+
+    ok, err = asyncio.run(both())
+    stats = delta(client, before, 2)
+    assert stats["execution_count"] == 1  # one execution held both requests
+    assert (stats["success_count"], stats["fail_count"]) == (1, 1)
+    np.testing.assert_allclose(ok, local(net, good), atol=TOL, rtol=0)
+    assert isinstance(err, InvalidInput)
+    assert err.category == "invalid_argument"
+    assert f"triton model '{model}'" in err.message
+    assert re.search(message, err.message), err.message
+
+
+def test_triton_itself_rejects_inputs_of_unequal_batch(networks, clients):
+    """Triton checks that a request's inputs agree on the batch size before queueing it."""
+    net, client = networks["refiner"][0], clients["refiner"]
+    x = frames("refiner", net, 1, seed=6)
+    x[1] = np.concatenate([x[1], x[1]])
+    with pytest.raises(InvalidInput, match="'KP_SOURCE' batch size does not match"):
+        client.forward_batch(*x)
+
+
+def test_renderer_without_a_hand_image_renders_too(networks, clients):
+    net, client = networks["renderer"][0], clients["renderer"]
+    x = frames("renderer", net, 1, seed=5)[:3]
+    out = client.forward_batch(*x)
+    np.testing.assert_allclose(out, net.forward_batch(*map(torch.from_numpy, x)).numpy(),
+                               atol=TOL, rtol=0)
+
+
+def test_unknown_model_is_not_found(server):
+    client = TritonNetwork(server.url, "no-such-model")
+    with pytest.raises(NotFound, match="no-such-model"):
+        client.forward_batch(*frames("refiner", RefinerNetwork.create(preset("small")), 1, 0))
+    client.close()
+
+
+def test_triton_down_is_unavailable():
+    client = TritonNetwork(f"127.0.0.1:{free_port()}", "refiner", timeout_s=5)
+    with pytest.raises(Unavailable) as info:
+        client.forward_batch(np.zeros((1, 3, 64, 64), np.float32), None, None)
+    assert info.value.retryable
+    assert not client.ready()
+    client.close()
+
+
+def test_a_model_that_fails_to_load_stops_the_start_with_its_log(tmp_path):
+    srv = TritonServer(models=["refiner"], weights={"refiner": tmp_path / "missing"},
+                       work_dir=tmp_path / "triton")
+    with pytest.raises(Unavailable) as info:
+        srv.start(timeout=120)
+    assert "weights directory" in info.value.message and "missing" in info.value.message
+    assert not srv.alive()
+
+
+def test_round_trip_bench_runs(networks, server):
+    """Prints Triton's round trip next to the in-process forward; speed is not asserted.
+    Batch 2 is a preferred batch size: it does not wait out this server's long queue delay."""
+    from bench.triton_overhead import measure
+
+    result = measure(server.url, networks["refiner"][0], repeats=30, batch=2)
+    print(f"refiner small B=2: in-process median {result['in_process_ms']['median']:.2f} ms, "
+          f"triton median {result['triton_ms']['median']:.2f} ms "
+          f"p99 {result['triton_ms']['p99']:.2f} ms")
+    assert result["triton_ms"]["median"] > 0
+
+
+def test_the_run_time_copy_runs_on_the_cpu_with_the_parameters_filled_in(tmp_path):
+    write_repository(REPOSITORY, tmp_path, ["renderer", "refiner"], "cpu",
+                     {"renderer": {"weights": "/w/r", "arch": "upperbody"}}, 1234)
+    text = (tmp_path / "renderer" / "config.pbtxt").read_text()
+    assert "KIND_CPU" in text and "KIND_GPU" not in text
+    assert 'string_value: "/w/r"' in text and 'string_value: "upperbody"' in text
+    assert "max_queue_delay_microseconds: 1234" in text
+    assert (tmp_path / "refiner" / "1" / "model.py").is_file()
+    production = (REPOSITORY / "renderer" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in production and "/weights/renderer" in production
+
+
+def test_the_environment_overrides_a_models_parameters():
+    config = {"name": "renderer", "parameters": {"weights": {"string_value": "/weights/r"},
+                                                 "arch": {"string_value": "liveportrait"}}}
+    env = {"AVATARFLOW_TRITON_RENDERER_ARCH": "upperbody",
+           "AVATARFLOW_TRITON_REFINER_WEIGHTS": "/elsewhere"}
+    assert model_parameters(config, env) == {"weights": "/weights/r", "arch": "upperbody"}

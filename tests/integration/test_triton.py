@@ -253,3 +253,62 @@ def test_the_environment_overrides_a_models_parameters():
     env = {"AVATARFLOW_TRITON_RENDERER_ARCH": "upperbody",
            "AVATARFLOW_TRITON_REFINER_WEIGHTS": "/elsewhere"}
     assert model_parameters(config, env) == {"weights": "/weights/r", "arch": "upperbody"}
+
+
+def test_the_refiner_stage_batches_two_sessions_through_triton(networks, server, clients):
+    """The refiner service's path: RefinerStage with the neural engine and ``triton_url``
+    refines two sessions' frames in one Triton request, as the in-process network would."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    from avatarflow import messages as m
+    from avatarflow.avatar import AvatarStore
+    from avatarflow.picture import Picture
+    from avatarflow.stage import run_batch
+    from avatarflow.testing import of_type, run_test
+    from avatarflow_refiner import build_stage
+    from avatarflow_renderer import build_stage as build_renderer
+
+    store = AvatarStore()
+    renderer = build_renderer(store=store)
+    buf = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).save(buf, format="PNG")
+    starts = [m.SessionStart(session_id=sid, avatar_id="astro", image=buf.getvalue(),
+                             mode="head", width=256, height=256) for sid in ("s1", "s2")]
+    weights = str(networks["refiner"][1])
+    remote = build_stage("neural", store=store, weights=weights, triton_url=server.url)
+    here = build_stage("neural", store=store, weights=weights)
+    rendered = []
+    for start in starts:
+        run_test(renderer, [start])
+        run_test(remote, [start])
+        run_test(here, [start])
+        (frame,) = of_type(run_test(renderer, [_motion(start.session_id)]), m.RenderedFrame)
+        rendered.append(frame)
+    before = clients["refiner"].statistics()
+    outs = run_batch(remote, rendered)
+    assert delta(clients["refiner"], before, 1)["inference_count"] == 2
+    for frame, out, expected in zip(rendered, outs, run_batch(here, rendered), strict=True):
+        (final,) = out
+        assert isinstance(final, m.FinalFrame) and final.refined
+        assert final.session_id == frame.session_id
+        diff = np.abs(final.image.rgb().astype(np.int16) - expected[0].image.rgb())
+        assert diff.max() <= 1, diff.max()
+        assert isinstance(final.image, Picture)
+    for stage in (remote, here, renderer):
+        stage.close()
+
+
+def _motion(sid: str):
+    from avatarflow import messages as m
+    from avatarflow import motion as mo
+
+    expression = np.zeros(len(mo.EXPRESSIONS), np.float32)
+    expression[mo.EXPR["jaw_open"]] = 0.5
+    return m.MotionFrame(
+        session_id=sid, index=0, rotation=np.array([0, 0.1, 0], np.float32),
+        translation=np.zeros(3, np.float32), scale=1.0, expression=expression,
+        head_template=mo.head_template(expression), head_offset=np.zeros((mo.K, 3), np.float32),
+        body=mo.BODY_CANONICAL.copy(), hands=np.zeros((2, mo.HAND_JOINTS, 3), np.float32))

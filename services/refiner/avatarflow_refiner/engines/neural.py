@@ -57,6 +57,15 @@ def torch_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def read_config(weights_dir: str | Path) -> RefinerConfig:
+    """The network's hyper-parameters from ``config.yaml`` in a weights directory."""
+    path = Path(weights_dir) / CONFIG_FILE
+    try:
+        return RefinerConfig.from_dict(yaml.safe_load(path.read_text()))
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"refiner config {str(path)!r} does not load: {exc}") from exc
+
+
 class RefinerNetwork:
     """The face refine network on a device and in a precision, inference only."""
 
@@ -84,8 +93,8 @@ class RefinerNetwork:
         if missing:
             raise InvalidInput(f"refiner weights {str(d)!r}: missing {', '.join(missing)} "
                                f"(expected a directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        config = read_config(d)
         try:
-            config = RefinerConfig.from_dict(yaml.safe_load((d / CONFIG_FILE).read_text()))
             state = torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             model = FaceRefineNet(config)
             model.load_state_dict(state, strict=True)
@@ -238,14 +247,23 @@ class NeuralEngine:
     """ChatAnyone's face refiner: a network re-renders the head crop; torch, CPU or CUDA."""
 
     def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32",
-                 capacity: int = 16, **options: Any) -> None:
+                 capacity: int = 16, triton_url: str = "", triton_model: str = "refiner",
+                 **options: Any) -> None:
         if options:
             raise TypeError(f"unknown neural engine options: {', '.join(options)}")
         if not weights:
             raise InvalidInput("the neural refiner needs weights: a local directory with "
-                               f"{CONFIG_FILE} and {WEIGHTS_FILE}")
-        self.network = RefinerNetwork.load(weights, device, dtype)
-        size = self.network.config.image_size
+                               f"{CONFIG_FILE} and {WEIGHTS_FILE} ({CONFIG_FILE} alone when "
+                               "the network runs on Triton)")
+        if triton_url:
+            # The network runs on Triton (its weights live there); here only its sizes.
+            from avatarflow.triton_client import TritonNetwork
+
+            size = read_config(weights).image_size
+            self.network: Any = TritonNetwork(triton_url, triton_model)
+        else:
+            self.network = RefinerNetwork.load(weights, device, dtype)
+            size = self.network.config.image_size
         self.plans: PlanCache[HeadCrop] = PlanCache(lambda a: HeadCrop(a, size), capacity)
 
     def warm(self, avatar: Avatar) -> None:
@@ -276,3 +294,6 @@ class NeuralEngine:
 
     def close(self) -> None:
         self.plans.clear()
+        close = getattr(self.network, "close", None)  # a Triton client's channel
+        if close is not None:
+            close()

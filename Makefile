@@ -36,6 +36,8 @@ test: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_embedded --out bench/results
 	$(BIN)/python -m bench.run_cluster --out bench/results
+	$(BIN)/python -m bench.run_neural --out bench/results
+	$(BIN)/python -m bench.triton_overhead --out bench/results
 
 up: $(STAMP)
 	$(BIN)/avatarflow up

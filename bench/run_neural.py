@@ -93,8 +93,67 @@ def motion(tmp: Path) -> dict:
     return out
 
 
+def renderer(tmp: Path) -> dict:
+    """LivePortrait at its published size, module by module (one 256x256 source -> 512x512
+    frame); the upper-body network (small and full presets), per frame at batch 1 and 4."""
+    import torch
+
+    from avatarflow_renderer.engines.neural import RendererNetwork
+    from avatarflow_renderer.engines.neural_net import LivePortraitNetwork, UpperBodyNetwork
+    from avatarflow_renderer.models.upperbody import UpperBodyConfig, UpperBodyRenderer
+
+    torch.manual_seed(0)
+    net = LivePortraitNetwork(LivePortraitNetwork.build(), (256, 256), torch.device("cpu"),
+                              torch.float32)
+    src = torch.rand(1, 3, 256, 256)
+    feats = net.features(src)
+    kp = net.motion_info(src)["kp"] if "kp" in net.motion_info(src) else torch.rand(1, 21, 3)
+    kp = kp.reshape(1, 21, 3)
+    out = {"appearance feature extractor, full": timed(lambda: net.features(src), 3),
+           "motion extractor, full": timed(lambda: net.motion_info(src), 3),
+           "warping + SPADE generator, full": timed(lambda: net.decode(feats, kp, kp * 1.01),
+                                                     2),
+           "stitching MLP, full": timed(
+               lambda: net.parts["stitching"](torch.rand(1, 126)), 50)}
+    for name in ("small", "full"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            model = UpperBodyRenderer(UpperBodyConfig.preset(name))
+        up = RendererNetwork.load(UpperBodyNetwork.save(model, tmp / f"upper-{name}"),
+                                  "upperbody")
+        (w, h), k = up.source_size, up.num_kp
+        for b in (1, 4):
+            x = (torch.rand(b, 3, h, w), torch.rand(b, k, 3), torch.rand(b, k, 3),
+                 torch.rand(b, 3, h, w))
+            out[f"upper-body frame (batch {b}), {name}"] = per_frame(
+                timed(lambda x=x, up=up: up.forward_batch(*x), 2 if name == "full" else 10), b)
+    return out
+
+
+def refiner(tmp: Path) -> dict:
+    """The face refine network (small and full presets), per frame at batch 1 and 4."""
+    import torch
+
+    from avatarflow_refiner.engines.neural import RefinerNetwork
+    from avatarflow_refiner.models import preset
+
+    out = {}
+    for name in ("small", "full"):
+        net = RefinerNetwork.create(preset(name), seed=2)
+        s, k = net.config.image_size, net.config.num_kp
+        for b in (1, 4):
+            x = (torch.rand(b, 3, s, s), torch.rand(b, k, 3), torch.rand(b, k, 3),
+                 torch.rand(b, 3, s, s))
+            out[f"face refine (batch {b}), {name}"] = per_frame(
+                timed(lambda x=x, net=net: net.forward_batch(*x), 3 if name == "full" else 10),
+                b)
+    return out
+
+
 SECTIONS: dict[str, Callable[[Path], dict]] = {"audio-encoder hubert": audio,
-                                              "motion-gen diffusion": motion}
+                                              "motion-gen diffusion": motion,
+                                              "renderer neural": renderer,
+                                              "refiner neural": refiner}
 
 
 def table(results: dict) -> str:
@@ -103,7 +162,7 @@ def table(results: dict) -> str:
              "| engine | module | config | ms per frame p50 / p99 |", "|---|---|---|---|"]
     for section, modules in results["sections"].items():
         for label, figures in modules.items():
-            module, _, config = label.rpartition(" ") if " " in label else ("", "", label)
+            module, _, config = label.rpartition(", ") if ", " in label else ("", "", label)
             lines.append(f"| {section} | {module or '-'} | {config} | "
                          f"{figures['median_ms']:.2f} / {figures['p99_ms']:.2f} |")
     for line in results.get("notes", []):

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from avatarflow.errors import AvatarflowError, InvalidInput, MissingExtra, NotFound, Unavailable
+from avatarflow.telemetry.metrics import TRITON_REQUEST
 from avatarflow.triton_server import quiet_tritonclient
 
 try:
@@ -163,10 +165,12 @@ class TritonNetwork:
         model's fourth input (or None where it is optional); returns B x 3 x H' x W'."""
         names, output = self.signature()
         inputs = self._request(names, (source, kp_source, kp_driving, image))
+        start = time.perf_counter()
         try:
             result = self._sync().infer(self.model, inputs, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise map_error(exc, self.model) from None
+        TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
         return self._like(result.as_numpy(output), source)
 
     async def forward_batch_async(self, source: Any, kp_source: Any, kp_driving: Any,
@@ -179,7 +183,9 @@ class TritonNetwork:
                                                           client_timeout=self.timeout_s))
             names, output = self._signature  # type: ignore[misc]
             inputs = self._request(names, (source, kp_source, kp_driving, image))
+            start = time.perf_counter()
             result = await client.infer(self.model, inputs, client_timeout=self.timeout_s)
+            TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
         except InferenceServerException as exc:
             raise map_error(exc, self.model) from None
         return self._like(result.as_numpy(output), source)

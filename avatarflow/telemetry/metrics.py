@@ -56,12 +56,8 @@ GATEWAY_FPS = Gauge("avatarflow_gateway_fps",
 TRITON_REQUEST = Histogram("avatarflow_triton_request_seconds",
                            "Round trip of one batched request to Triton.", ["model"],
                            buckets=LATENCY_BUCKETS)
-TRITON_QUEUE = Gauge("avatarflow_triton_queue_seconds",
-                     "Mean time a request waited in Triton's queue (recent requests).",
-                     ["model"])
-TRITON_COMPUTE = Gauge("avatarflow_triton_compute_seconds",
-                       "Mean time Triton spent computing one request (recent requests).",
-                       ["model"])
+# Triton's own queue and compute times per model come from its metrics port (8002):
+# nv_inference_queue_duration_us and nv_inference_compute_infer_duration_us.
 
 
 class StageMeter:

@@ -8,6 +8,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -163,6 +164,7 @@ def test_a_client_that_disconnects_releases_everything(cluster, avatar_id: str,
     assert not any(busy.values())
 
 
+@pytest.mark.flaky(reruns=1)  # capacity at the edge of two shared cores: one rerun, see README
 def test_four_sessions_at_once_all_keep_their_rate(cluster, avatar_id: str,
                                                    inputs: dict) -> None:
     """At 256x256: this machine's two cores hold about two 512x768 sessions of the CPU engines

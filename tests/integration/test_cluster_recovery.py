@@ -11,6 +11,9 @@ from avatarflow.client import AvatarClient, run_session
 from tests.integration.cluster_support import config
 
 
+# Timing on a shared 2-core machine: a slow moment can push one run over the bar; one rerun
+# (pytest-rerunfailures) tells that from a regression, which fails both runs.
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("service", ["motion-gen", "renderer"])
 def test_session_survives_a_killed_stage(cluster, avatar_id: str, inputs: dict,
                                          service: str) -> None:

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avatarflow import devices
 from avatarflow.errors import InvalidInput, MissingExtra
 from avatarflow_audio_encoder.resample import Resampler
 
@@ -71,7 +72,6 @@ MAX_LOOKAHEAD_MS = 80.0
 MAX_CONTEXT_MS = 30_000.0
 MAX_BLOCK = 60
 MIN_FPS, MAX_FPS = 1.0, 60.0
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODELS = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
 LAYER_WEIGHT_FILES = ("layer_weights.npy", "layer_weights.pt")  # the first present is used
 NORM_EPS = 1e-7  # as transformers' Wav2Vec2FeatureExtractor
@@ -105,9 +105,8 @@ class SSLModel:
         if missing:
             raise InvalidInput(f"option 'weights': the checkpoint in {path} lacks "
                                f"{len(missing)} weights, e.g. {missing[0]}")
-        self.device = torch.device(device)
-        self.module = module.to(self.device, DTYPES[dtype]).eval().requires_grad_(False)
-        self.dtype = DTYPES[dtype]
+        self.device, self.dtype = devices.resolve(device, dtype)
+        self.module = module.to(self.device, self.dtype).eval().requires_grad_(False)
         self.dim = int(config.hidden_size)
         self.layers = int(config.num_hidden_layers)
         self.hop = math.prod(config.conv_stride)
@@ -338,17 +337,7 @@ class SSLEngine:
 
 def _device(device: str, dtype: str) -> str:
     """The canonical device name, once it and the precision are known to be usable."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInput(f"option 'device': {device!r} is not a torch device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"option 'device': {device!r} but CUDA is not available here")
-    if dtype not in DTYPES:
-        raise InvalidInput(f"option 'dtype' must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype != "float32" and dev.type != "cuda":
-        raise InvalidInput(f"option 'dtype': {dtype} needs a cuda device, got {device!r}")
-    return str(dev)
+    return str(devices.resolve(device, dtype)[0])
 
 
 class HubertEngine(SSLEngine):

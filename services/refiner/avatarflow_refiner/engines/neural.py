@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import yaml
 
+from avatarflow import devices
 from avatarflow import motion as mo
 from avatarflow.avatar import Avatar
 from avatarflow.errors import InvalidInput, MissingExtra
@@ -36,25 +37,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
 from avatarflow_refiner.models import FaceRefineNet, RefinerConfig  # noqa: E402 - needs torch
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.pt"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PAD = 0.05  # share of the box added on every side: room for head motion
-
-
-def torch_device(device: str) -> torch.device:
-    """A validated torch device: a CUDA device must exist."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise InvalidInput(f"invalid torch device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def torch_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise InvalidInput(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def read_config(weights_dir: str | Path) -> RefinerConfig:
@@ -71,7 +54,7 @@ class RefinerNetwork:
 
     def __init__(self, model: FaceRefineNet, device: str = "cpu",
                  dtype: str = "float32") -> None:
-        self.device, self.dtype = torch_device(device), torch_dtype(dtype)
+        self.device, self.dtype = devices.resolve(device, dtype)
         self.model = model.to(self.device, self.dtype).eval()
         self.config: RefinerConfig = model.cfg
 

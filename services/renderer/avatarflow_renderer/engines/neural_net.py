@@ -20,14 +20,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from avatarflow import devices
 from avatarflow import motion as mo
 from avatarflow.errors import InvalidInput
 from avatarflow_renderer.engines import neural_kp as kpm
 from avatarflow_renderer.engines import neural_weights as cw
 from avatarflow_renderer.models import liveportrait as lp
 from avatarflow_renderer.models.upperbody import UpperBodyConfig, UpperBodyRenderer
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # LivePortrait's models.yaml as published (model_params).
 LIVEPORTRAIT_PARAMS: dict[str, Any] = {
@@ -48,28 +47,6 @@ LIVEPORTRAIT_PARAMS: dict[str, Any] = {
         "eye": {"input_size": 66, "hidden_sizes": [256, 256, 128, 128, 64], "output_size": 63}},
 }
 LIVEPORTRAIT_INPUT = (256, 256)  # (height, width), LivePortrait's input_shape
-
-
-def parse_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise InvalidInput(f"unknown device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"device {name!r} is not available: no CUDA device here")
-    return device
-
-
-def check_precision(device: torch.device, dtype: torch.dtype) -> None:
-    if dtype != torch.float32 and device.type != "cuda":
-        raise InvalidInput(f"{str(dtype).removeprefix('torch.')} needs a CUDA device; "
-                           f"use float32 on {device.type}")
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise InvalidInput(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 class RendererNetwork:
@@ -100,8 +77,7 @@ class RendererNetwork:
         root = Path(weights_dir)
         if not root.is_dir():
             raise InvalidInput(f"weights directory {root} does not exist")
-        dev, dt = parse_device(device), parse_dtype(dtype)
-        check_precision(dev, dt)
+        dev, dt = devices.resolve(device, dtype)
         return ARCHS[arch].from_directory(root, dev, dt)
 
     @classmethod

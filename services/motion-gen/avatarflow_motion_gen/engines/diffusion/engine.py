@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avatarflow import devices
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
 from avatarflow.motion import B, K
@@ -17,7 +18,6 @@ from .config import DiffusionConfig, M, build_model, load_config, load_weights
 from .sampler import DDIM, noise_seed
 from .session import DiffusionSession
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Engines loaded in this process by their spec, so restored sessions find theirs again.
 _REGISTRY: weakref.WeakValueDictionary[tuple, DiffusionEngine] = weakref.WeakValueDictionary()
 
@@ -49,8 +49,7 @@ class DiffusionEngine:
                  **unknown: Any) -> None:
         if unknown:
             raise InvalidInput(f"unknown diffusion engine option(s): {', '.join(sorted(unknown))}")
-        if dtype not in _DTYPES:
-            raise InvalidInput(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.device, self.dtype = devices.resolve(device, dtype)
         if not weights:
             raise InvalidInput("the diffusion engine needs weights=<directory> holding "
                                "config.yaml and model.pt")
@@ -63,12 +62,7 @@ class DiffusionEngine:
         self._audio_mean, self._audio_std = stats["audio_mean"], stats["audio_std"]
         self._motion_mean, self._motion_std = stats["motion_mean"], stats["motion_std"]
         self._output_std = [float(v) for v in stats["output_std"]]
-        try:
-            self.device = torch.device(device)
-            self.model: MotionDiffusion = model.to(self.device, _DTYPES[dtype]).eval()
-        except (RuntimeError, AssertionError, ValueError) as exc:
-            raise InvalidInput(f"cannot run the diffusion engine on {device!r}: {exc}") from exc
-        self.dtype = _DTYPES[dtype]
+        self.model: MotionDiffusion = model.to(self.device, self.dtype).eval()
         self.sampler = DDIM(self.config.schedule, self.config.train_steps, self.config.steps)
         self.spec = {"weights": str(self.weights), "device": device, "dtype": dtype,
                      "steps": self.config.steps, "guidance": self.config.guidance}

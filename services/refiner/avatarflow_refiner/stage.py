@@ -50,12 +50,6 @@ class RefinerStage(AvatarSessions, Stage):
             self._sessions.pop(msg.session_id, None)
         return (msg,)
 
-    @property
-    def batches(self) -> bool:
-        """Only an engine with ``refine_batch`` gains from batches; the others go one by one,
-        each frame's deadline checked just before it."""
-        return hasattr(self.engine, "refine_batch")
-
     def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
         """Frames of several sessions refined in one batch, when the engine batches; frames
         too late to refine pass on as they are."""

@@ -70,12 +70,6 @@ class RendererStage(AvatarSessions, Stage):
             self._sessions.pop(msg.session_id, None)
         return (msg,)
 
-    @property
-    def batches(self) -> bool:
-        """Only an engine with ``render_batch`` gains from batches; the others go one by one,
-        each frame's deadline checked just before it."""
-        return hasattr(self.engine, "render_batch")
-
     def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
         """Frames of several sessions in one batched render, when the engine batches."""
         render_batch = getattr(self.engine, "render_batch", None)

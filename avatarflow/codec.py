@@ -49,13 +49,12 @@ def controls_from_pb(c: pb.Controls) -> Controls:
                     seed=c.seed)
 
 
-def _picture_to_pb(p: Picture, raw: bool) -> pb.Picture:
-    out = pb.Picture(width=p.width, height=p.height)
+def _picture_to_pb(p: Picture, out: pb.Picture, raw: bool) -> None:
+    out.width, out.height = p.width, p.height
     if raw:
-        out.rgb.CopyFrom(tensor.encode(p.rgb()))
+        tensor.fill(out.rgb, p.rgb())
     else:
         out.jpeg = p.jpeg()
-    return out
 
 
 def _picture_from_pb(p: pb.Picture) -> Picture:
@@ -73,23 +72,27 @@ def _picture_from_pb(p: pb.Picture) -> Picture:
     raise InvalidInput("picture carries no pixels")
 
 
-def to_proto(msg: m.Message, *, raw_pictures: bool = False) -> Any:
-    """Builds the protobuf message for ``msg`` (not yet wrapped in an envelope)."""
+def to_proto(msg: m.Message, out: Any = None, *, raw_pictures: bool = False) -> Any:
+    """Fills ``out`` (a new protobuf message of the class's type when None) with ``msg``,
+    not yet wrapped in an envelope. Fields are written in place: a picture's bytes are copied
+    once, into the message that is serialised."""
     cls = type(msg)
-    out = getattr(pb, cls.__name__)()
+    if out is None:
+        out = getattr(pb, cls.__name__)()
     h = out.header
     h.session_id, h.index, h.pts, h.deadline = msg.session_id, msg.index, msg.pts, msg.deadline
-    h.trace.traceparent = msg.traceparent
+    if msg.traceparent:
+        h.trace.traceparent = msg.traceparent
     for name in _TENSORS.get(cls, ()):
-        getattr(out, name).CopyFrom(tensor.encode(getattr(msg, name)))
+        tensor.fill(getattr(out, name), getattr(msg, name))
     for name in _PICTURES.get(cls, ()):
-        getattr(out, name).CopyFrom(_picture_to_pb(getattr(msg, name), raw_pictures))
+        _picture_to_pb(getattr(msg, name), getattr(out, name), raw_pictures)
     for name in _SCALARS.get(cls, ()):
         setattr(out, name, getattr(msg, name))
     if isinstance(msg, m.SessionStart | m.ControlUpdate):
         out.controls.CopyFrom(_controls_to_pb(msg.controls))
     if isinstance(msg, m.RenderedFrame):
-        out.motion.CopyFrom(to_proto(msg.motion))
+        to_proto(msg.motion, out.motion)
     return out
 
 
@@ -114,7 +117,7 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
 def encode(msg: m.Message, *, raw_pictures: bool = False) -> bytes:
     """Message -> envelope bytes; pictures as JPEG unless ``raw_pictures``."""
     env = pb.Envelope()
-    getattr(env, _ONEOF[type(msg)]).CopyFrom(to_proto(msg, raw_pictures=raw_pictures))
+    to_proto(msg, getattr(env, _ONEOF[type(msg)]), raw_pictures=raw_pictures)
     return env.SerializeToString()
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from avatarflow import codec
 from avatarflow import messages as m
@@ -157,17 +157,16 @@ class RedisBus(Bus):
         """Publishes, acknowledges and saves state for each delivery, in order, in one round
         trip; each one is atomic and checks that this consumer still owns the session."""
         now = repr(time.time())
-        async with self.redis.pipeline(transaction=False) as p:
-            for c in commits:
-                await self._commit_call(p, topic, c, now)
-            oks = await p.execute()
+        calls = [self._commit_call(topic, c, now) for c in commits]
+        oks = await self._run_commits(calls)
         for c, ok in zip(commits, oks, strict=True):
             if c.ended or not ok:
                 self._consumers[(c.delivery.topic, c.delivery.group)].remove(
                     c.delivery.msg.session_id)
         return [bool(ok) for ok in oks]
 
-    async def _commit_call(self, pipe: Any, topic: str | None, c: Commit, now: str) -> None:
+    def _commit_call(self, topic: str | None, c: Commit, now: str) -> list[Any]:
+        """The COMMIT script's keys and arguments for one delivery."""
         d = c.delivery
         sid = d.msg.session_id
         s = self._consumers[(d.topic, d.group)].sessions.get(sid)
@@ -179,15 +178,42 @@ class RedisBus(Bus):
         for code, data in zip(codes, encoded, strict=True):
             args += [code, d.turn, now, data]
         announce = out_topic in keys.GROUP_OF and out_topic != FRAMES
-        await self._scripts["COMMIT"](
-            keys=[keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
-                  keys.join(d.topic), keys.join(out_topic) if announce
-                  else keys.stream(sid, out_topic), keys.stream(sid, d.topic)],
-            args=[self.consumer, d.group, d.entry_id,
-                  "e" if c.ended else ("s" if c.state is not None else "k"), c.state or b"",
-                  self.ttl_ms, self.settings.stream_maxlen, keys.GROUP_OF.get(out_topic, ""),
-                  sid, len(codes), turn, *args],
-            client=pipe)
+        script_keys = [keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
+                       keys.join(d.topic), keys.join(out_topic) if announce
+                       else keys.stream(sid, out_topic), keys.stream(sid, d.topic)]
+        return [len(script_keys), *script_keys,
+                self.consumer, d.group, d.entry_id,
+                "e" if c.ended else ("s" if c.state is not None else "k"), c.state or b"",
+                self.ttl_ms, self.settings.stream_maxlen, keys.GROUP_OF.get(out_topic, ""),
+                sid, len(codes), turn, *args]
+
+    async def _run_commits(self, calls: list[list[Any]]) -> list[Any]:
+        """Runs the COMMIT script once per call in one pipelined round trip. EVALSHA goes
+        straight out (a pipeline holding ``Script`` objects would first ask the server
+        whether the script exists: a second round trip per commit); calls the server
+        refused with NOSCRIPT (it restarted or was flushed) ran nothing, so they are retried
+        once the script is loaded again."""
+        script = self._scripts["COMMIT"]
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as p:
+                for i in todo:
+                    p.evalsha(script.sha, *calls[i])
+                replies = await p.execute(raise_on_error=False)
+            missing = []
+            for i, r in zip(todo, replies, strict=True):
+                if isinstance(r, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(r, Exception):
+                    raise r
+                else:
+                    results[i] = r
+            if not missing:
+                break
+            script.sha = await self.redis.script_load(script.script)
+            todo = missing
+        return results
 
     def backlog(self, topic: str, group: str) -> int:
         c = self._consumers.get((topic, group))

@@ -5,7 +5,8 @@ signature of ``RendererNetwork.forward_batch`` (``image`` = hand image, optional
 ``RefinerNetwork.forward_batch`` (``image`` = masked body crop), takes numpy arrays or torch
 tensors and returns the same kind. Each call is ONE request carrying the whole batch; Triton's
 dynamic batcher may further merge requests of several callers into one execution.
-``forward_batch_async`` is the same for asyncio code.
+``forward_batch_async`` is the same for asyncio code. ``infer`` / ``infer_async`` send inputs
+by name, BYTES ones (object arrays of ``bytes``, e.g. the renderer's avatar keys) included.
 
 Errors are avatarflow's: Unavailable when Triton cannot be reached or does not answer in
 time, InvalidInput (with Triton's message) when it rejects the request, NotFound for an
@@ -18,7 +19,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,19 +136,66 @@ class TritonNetwork:
         assert self._signature is not None
         return self._signature
 
+    @staticmethod
+    def _inputs(named: Mapping[str, Any]) -> list[Any]:
+        """Triton inputs; None is an optional input left out (the renderer's hand image)."""
+        inputs = []
+        for name, x in named.items():
+            if x is None:
+                continue
+            if isinstance(x, np.ndarray) and x.dtype.kind in "OS":  # bytes
+                tensor = tc.InferInput(name, list(x.shape), "BYTES")
+                tensor.set_data_from_numpy(x)
+            else:
+                a = _array(x)
+                tensor = tc.InferInput(name, list(a.shape), "FP32")
+                tensor.set_data_from_numpy(a)
+            inputs.append(tensor)
+        return inputs
+
     def _request(self, names: Sequence[str], arrays: Sequence[Any]) -> list[Any]:
         if len(arrays) > len(names):
             raise InvalidInput(f"triton model {self.model!r} takes {len(names)} inputs "
                                f"({', '.join(names)}), got {len(arrays)}")
-        inputs = []
-        for name, x in zip(names, arrays, strict=False):
-            if x is None:  # an optional input left out (the renderer's hand image)
-                continue
-            a = _array(x)
-            tensor = tc.InferInput(name, list(a.shape), "FP32")
-            tensor.set_data_from_numpy(a)
-            inputs.append(tensor)
-        return inputs
+        return self._inputs(dict(zip(names, arrays, strict=False)))
+
+    def _infer(self, inputs: list[Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            result = self._sync().infer(self.model, inputs, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise map_error(exc, self.model) from None
+        TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
+        return result
+
+    async def _infer_async(self, make: Callable[[Sequence[str]], list[Any]]
+                           ) -> tuple[Any, str]:
+        """(result, output name) of one request, its inputs ``make(input names)``."""
+        client = self._async()
+        try:
+            if self._signature is None:
+                self._names(await client.get_model_config(self.model, as_json=True,
+                                                          client_timeout=self.timeout_s))
+            names, output = self._signature  # type: ignore[misc]
+            inputs = make(names)
+            start = time.perf_counter()
+            result = await client.infer(self.model, inputs, client_timeout=self.timeout_s)
+            TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
+        except InferenceServerException as exc:
+            raise map_error(exc, self.model) from None
+        return result, output
+
+    def infer(self, inputs: Mapping[str, Any]) -> np.ndarray:
+        """One request with inputs by name: float32 arrays or tensors (sent as FP32), object
+        arrays of ``bytes`` (sent as BYTES), None for an optional input left out. Returns the
+        model's output as a read-only numpy array."""
+        _, output = self.signature()
+        return self._infer(self._inputs(inputs)).as_numpy(output)
+
+    async def infer_async(self, inputs: Mapping[str, Any]) -> np.ndarray:
+        """``infer`` for asyncio code: concurrent calls are concurrent requests."""
+        result, output = await self._infer_async(lambda _: self._inputs(inputs))
+        return result.as_numpy(output)
 
     @staticmethod
     def _like(out: np.ndarray, source: Any) -> Any:
@@ -164,30 +212,14 @@ class TritonNetwork:
         """One request with the whole batch: B x 3 x H x W, B x K x 3, B x K x 3 and the
         model's fourth input (or None where it is optional); returns B x 3 x H' x W'."""
         names, output = self.signature()
-        inputs = self._request(names, (source, kp_source, kp_driving, image))
-        start = time.perf_counter()
-        try:
-            result = self._sync().infer(self.model, inputs, client_timeout=self.timeout_s)
-        except InferenceServerException as exc:
-            raise map_error(exc, self.model) from None
-        TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
+        result = self._infer(self._request(names, (source, kp_source, kp_driving, image)))
         return self._like(result.as_numpy(output), source)
 
     async def forward_batch_async(self, source: Any, kp_source: Any, kp_driving: Any,
                                   image: Any = None) -> Any:
         """``forward_batch`` for asyncio code: concurrent calls are concurrent requests."""
-        client = self._async()
-        try:
-            if self._signature is None:
-                self._names(await client.get_model_config(self.model, as_json=True,
-                                                          client_timeout=self.timeout_s))
-            names, output = self._signature  # type: ignore[misc]
-            inputs = self._request(names, (source, kp_source, kp_driving, image))
-            start = time.perf_counter()
-            result = await client.infer(self.model, inputs, client_timeout=self.timeout_s)
-            TRITON_REQUEST.labels(self.model).observe(time.perf_counter() - start)
-        except InferenceServerException as exc:
-            raise map_error(exc, self.model) from None
+        result, output = await self._infer_async(
+            lambda names: self._request(names, (source, kp_source, kp_driving, image)))
         return self._like(result.as_numpy(output), source)
 
     def ready(self) -> bool:

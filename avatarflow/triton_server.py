@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -300,11 +300,14 @@ class TensorSpec:
 
     ``dims`` entries are sizes that must match, or names: a named size may be anything but
     must agree wherever the name appears (e.g. the keypoint count "K" of two inputs).
+    ``dtype``: "float32" (values must be finite) or "bytes" (Triton's BYTES: an object array
+    of ``bytes``, e.g. a key).
     """
 
     name: str
     dims: tuple[int | str, ...]
     optional: bool = False
+    dtype: str = "float32"
 
 
 def check_request(arrays: Mapping[str, np.ndarray | None],
@@ -320,8 +323,10 @@ def check_request(arrays: Mapping[str, np.ndarray | None],
                 problems.append(f"{spec.name} is missing")
             continue
         want = "[B, " + ", ".join(map(str, spec.dims)) + "]"
-        if a.dtype != np.float32:
-            problems.append(f"{spec.name} is {a.dtype}, expected float32")
+        text = spec.dtype == "bytes"
+        if a.dtype != (np.object_ if text else np.float32):
+            problems.append(f"{spec.name} is {a.dtype}, expected "
+                            f"{'BYTES' if text else 'float32'}")
             continue
         if a.ndim != len(spec.dims) + 1:
             problems.append(f"{spec.name} has shape {list(a.shape)}, expected {want}")
@@ -336,7 +341,7 @@ def check_request(arrays: Mapping[str, np.ndarray | None],
             elif dim != size:
                 problems.append(f"{spec.name} has shape {list(a.shape)}, expected {want}")
                 break
-        bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+        bad = 0 if text else a.size - int(np.count_nonzero(np.isfinite(a)))
         if bad:
             problems.append(f"{spec.name} has {bad} non-finite values (NaN or Inf)")
     if len(batch) > 1:
@@ -386,14 +391,35 @@ def weights_dir(args: Mapping[str, str], params: Mapping[str, str]) -> Path:
     return path
 
 
+def _concat(column: Sequence[Any]) -> Any:
+    """Items of several requests as one batch: numpy arrays, or torch tensors (what a
+    ``prepare`` may make, e.g. cached features on the instance's device)."""
+    if column[0] is None:
+        return None
+    if isinstance(column[0], np.ndarray):
+        return np.concatenate(column)
+    import torch  # only a model that prepares tensors gets here, in a stub that has torch
+
+    return torch.cat(list(column))
+
+
 class BatchedModel:
     """The body of a python-backend ``execute``: validates each request, runs the valid ones
     as one batch (one forward per distinct set of shapes, normally one), and answers every
-    request in order; a bad request gets its own INVALID_ARG error."""
+    request in order; a bad request gets its own INVALID_ARG error.
+
+    ``prepare`` (optional) turns one valid request's inputs (name -> array, None where an
+    optional input is absent) into the forward's arguments for its items (arrays, tensors or
+    None, batch first); raising AvatarflowError fails that request alone, with its message.
+    Without it the forward takes the inputs in ``specs`` order.
+    """
 
     def __init__(self, pb_utils: Any, specs: list[TensorSpec], output: str,
-                 forward: Callable[..., np.ndarray]) -> None:
+                 forward: Callable[..., np.ndarray],
+                 prepare: Callable[[dict[str, np.ndarray | None]], list[Any]] | None = None
+                 ) -> None:
         self.pb, self.specs, self.output, self.forward = pb_utils, specs, output, forward
+        self.prepare = prepare or (lambda arrays: [arrays[s.name] for s in self.specs])
 
     def _error(self, message: str, code: str = "INVALID_ARG") -> Any:
         err = self.pb.TritonError
@@ -402,7 +428,7 @@ class BatchedModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, list[np.ndarray | None]]]] = {}
+        groups: dict[tuple, list[tuple[int, list[Any]]]] = {}
         for i, request in enumerate(requests):
             arrays = {}
             for spec in self.specs:
@@ -412,17 +438,22 @@ class BatchedModel:
             if problem:
                 responses[i] = self._error(problem)
                 continue
-            values = [arrays[s.name] for s in self.specs]
-            key = tuple(None if v is None else v.shape[1:] for v in values)
+            try:
+                values = self.prepare(arrays)
+            except AvatarflowError as exc:
+                responses[i] = self._error(exc.message)
+                continue
+            except Exception as exc:  # this request fails; the others of the batch go on
+                responses[i] = self._error(f"{type(exc).__name__}: {exc}", "INTERNAL")
+                continue
+            key = tuple(None if v is None else tuple(v.shape[1:]) for v in values)
             groups.setdefault(key, []).append((i, values))
         for members in groups.values():
             self._run(members, responses)
         return responses
 
-    def _run(self, members: list[tuple[int, list[np.ndarray | None]]],
-             responses: list[Any]) -> None:
-        batch = [None if col[0] is None else np.concatenate(col)
-                 for col in zip(*(values for _, values in members), strict=True)]
+    def _run(self, members: list[tuple[int, list[Any]]], responses: list[Any]) -> None:
+        batch = [_concat(col) for col in zip(*(values for _, values in members), strict=True)]
         try:
             out = self.forward(*batch)
         except AvatarflowError as exc:

@@ -312,3 +312,194 @@ def _motion(sid: str):
         translation=np.zeros(3, np.float32), scale=1.0, expression=expression,
         head_template=mo.head_template(expression), head_offset=np.zeros((mo.K, 3), np.float32),
         body=mo.BODY_CANONICAL.copy(), hands=np.zeros((2, mo.HAND_JOINTS, 3), np.float32))
+
+
+# The renderer engine with ``triton_url``: the generator on Triton, appearance volumes cached
+# there by avatar key, keypoints computed here.
+
+
+@pytest.fixture(scope="module")
+def lp_weights(tmp_path_factory):
+    """Tiny LivePortrait weights in the published layout, from our modules (their parameter
+    names are the published ones), randomised as the renderer's test kit does."""
+    import yaml
+
+    from avatarflow_renderer.engines import neural_weights as cw
+    from avatarflow_renderer.engines.neural_net import LivePortraitNetwork
+    from services.renderer.tests.neural_testkit import TINY_INPUT, TINY_PARAMS, randomise
+
+    root = tmp_path_factory.mktemp("liveportrait")
+    modules = LivePortraitNetwork.build(TINY_PARAMS)
+    for i, module in enumerate(modules.values()):
+        randomise(module, seed=20 + i)
+    for name, rel in cw.BASE_MODELS.items():
+        cw.save_module(modules[name], root / rel)
+    (root / cw.RETARGETING_FILE).parent.mkdir(parents=True)
+    torch.save({key: {f"module.{k}": v for k, v in modules[name].state_dict().items()}
+                for name, key in cw.RETARGETING_KEYS.items()}, root / cw.RETARGETING_FILE)
+    (root / "models.yaml").write_text(yaml.safe_dump({"model_params": TINY_PARAMS,
+                                                      "input_shape": list(TINY_INPUT)}))
+    return root
+
+
+LP_CACHE = 2  # avatars the liveportrait server keeps: a third evicts one
+
+
+@pytest.fixture(scope="module")
+def lp_server(lp_weights):
+    with TritonServer(models=["renderer"], weights={"renderer": lp_weights},
+                      parameters={"renderer": {"arch": "liveportrait",
+                                               "avatar_cache": str(LP_CACHE)}},
+                      device="cpu", max_queue_delay_us=QUEUE_DELAY_US,
+                      env={"OMP_NUM_THREADS": "1"}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def lp_client(lp_server):
+    client = TritonNetwork(lp_server.url, "renderer", timeout_s=60)
+    yield client
+    client.close()
+
+
+def recorded(engine) -> list[set[str]]:
+    """The inputs each Triton request of ``engine`` carries, request by request."""
+    sent: list[set[str]] = []
+    client = engine.generator.client
+    infer = client.infer
+
+    def spy(inputs):
+        sent.append({name for name, x in inputs.items() if x is not None})
+        return infer(inputs)
+
+    client.infer = spy
+    return sent
+
+
+def grey_levels(got: list[np.ndarray], want: list[np.ndarray]) -> int:
+    assert [g.shape for g in got] == [w.shape for w in want]
+    return max(int(np.abs(g.astype(np.int16) - w).max()) for g, w in zip(got, want,
+                                                                           strict=True))
+
+
+def test_the_liveportrait_engine_renders_on_triton_with_avatars_cached_there(
+        lp_weights, lp_server, lp_client):
+    """Two sessions' frames (two avatars) go as one request and match the in-process engine;
+    only the first request carries the source images. When the server has evicted an avatar
+    the engine resends it without its caller noticing."""
+    from avatarflow_renderer.engines import create
+    from services.renderer.tests.neural_testkit import motion, synthetic_avatar
+
+    remote = create("neural", weights=str(lp_weights), triton_url=lp_server.url)
+    here = create("neural", weights=str(lp_weights))
+    sent = recorded(remote)
+    a, b, c = (synthetic_avatar(n, "head", 256, 256, seed=s) for n, s in (("a", 1), ("b", 2),
+                                                                            ("c", 3)))
+
+    def frames(x, y, i):
+        return [(x, motion("s1", i, {"jaw_open": 0.4 * i}, rotation=(0.0, 0.1 * i, 0.0))),
+                (y, motion("s2", i, {"blink_left": 0.5}, translation=(0.1 * i, 0.0, 0.0)))]
+
+    for i in range(3):
+        items = frames(a, b, i)
+        before = lp_client.statistics()
+        got = remote.render_batch(items)
+        assert delta(lp_client, before, 1) == {"inference_count": 2, "execution_count": 1,
+                                               "success_count": 1, "fail_count": 0}
+        assert grey_levels(got, here.render_batch(items)) <= 1
+    assert sent == [{"AVATAR", "SOURCE", "KP_SOURCE", "KP_DRIVING"}] + [
+        {"AVATAR", "KP_SOURCE", "KP_DRIVING"}] * 2
+    assert remote.generator.sources_sent == 2 and remote.generator.resends == 0
+
+    # A third avatar evicts the least recently used one (a) from the server's cache.
+    remote.render_batch(frames(c, b, 3))
+    items = frames(a, b, 4)
+    before = lp_client.statistics()
+    got = remote.render_batch(items)
+    stats = delta(lp_client, before, 2)  # refused without the image, then rendered with it
+    assert (stats["success_count"], stats["fail_count"]) == (1, 1)
+    assert remote.generator.resends == 1
+    assert [("SOURCE" in r) for r in sent[3:]] == [True, False, True]
+    assert grey_levels(got, here.render_batch(items)) <= 1
+
+    # The asyncio path: the same request, in flight while the event loop runs.
+    items = frames(a, b, 5)
+    got = asyncio.run(remote.render_batch_async(items))
+    assert grey_levels(got, here.render_batch(items)) <= 1
+    remote.close()
+    here.close()
+
+
+def _keyed(client: TritonNetwork, keys: list[bytes], kp: np.ndarray, source=None):
+    array = np.empty((len(keys), 1), dtype=object)
+    array[:, 0] = keys
+    return client.infer_async({"AVATAR": array, "SOURCE": source, "KP_SOURCE": kp,
+                               "KP_DRIVING": kp + np.float32(0.02)})
+
+
+@pytest.mark.parametrize("bad", ["unknown key", "wrong K", "NaN"])
+def test_a_malformed_keyed_request_fails_alone(lp_client, bad):
+    """Requests by avatar key: the bad one gets its own error, the good one its frame, both
+    in one execution."""
+    rng = np.random.default_rng(7)
+    kp = rng.uniform(-0.5, 0.5, (1, 21, 3)).astype(np.float32)
+    asyncio.run(_keyed(lp_client, [b"known"], kp, rng.random((1, 3, 64, 64), np.float32)))
+    bad_kp, key, message = kp.copy(), b"known", None
+    if bad == "unknown key":
+        key, message = b"never-sent", "AVATAR 'never-sent' not cached on this server"
+    elif bad == "wrong K":
+        bad_kp, message = kp[:, :-1], r"KP_SOURCE has shape \[1, 20, 3\]"
+    else:
+        bad_kp[0, 2, 1], message = np.nan, "KP_SOURCE has 1 non-finite values"
+    before = lp_client.statistics()
+
+    async def both():
+        return await asyncio.gather(_keyed(lp_client, [b"known"], kp),
+                                    _keyed(lp_client, [key], bad_kp), return_exceptions=True)
+
+    ok, err = asyncio.run(both())
+    stats = delta(lp_client, before, 2)
+    assert stats["execution_count"] == 1
+    assert (stats["success_count"], stats["fail_count"]) == (1, 1)
+    assert isinstance(ok, np.ndarray) and ok.shape == (1, 3, 128, 128)
+    assert isinstance(err, InvalidInput), err
+    assert re.search(message, err.message), err.message
+
+
+def test_the_renderer_stage_batches_two_sessions_through_triton(networks, server, clients):
+    """The renderer service's path, arch upperbody: RendererStage with the neural engine and
+    ``triton_url`` renders two sessions' frames (two avatars, hands included) in one Triton
+    request, as the in-process engine would; later frames send no images."""
+    from avatarflow import messages as m
+    from avatarflow.avatar import AvatarStore
+    from avatarflow.stage import run_batch
+    from avatarflow.testing import run_test
+    from avatarflow_renderer import build_stage
+    from services.renderer.tests.neural_testkit import motion, synthetic_avatar
+
+    store = AvatarStore()
+    for name, seed in (("ua", 1), ("ub", 2)):
+        store.put(synthetic_avatar(name, "upper-body", 256, 384, seed=seed))
+    weights = str(networks["renderer"][1])
+    remote = build_stage("neural", store=store, weights=weights, arch="upperbody",
+                         triton_url=server.url)
+    here = build_stage("neural", store=store, weights=weights, arch="upperbody")
+    sent = recorded(remote.engine)
+    for stage in (remote, here):
+        run_test(stage, [m.SessionStart(session_id=f"s-{name}", avatar_id=name,
+                                        mode="upper-body", width=256, height=384)
+                         for name in ("ua", "ub")])
+    for i in range(2):
+        frames = [motion("s-ua", i, {"jaw_open": 0.5 * i}, hand_shift=(0.0, -0.8)),
+                  motion("s-ub", i, rotation=(0.0, 0.0, 0.1 * i), hand_shift=(0.1, -0.6))]
+        before = clients["renderer"].statistics()
+        outs = run_batch(remote, frames)
+        assert delta(clients["renderer"], before, 1)["inference_count"] == 2
+        got = [out[0].image.rgb() for out in outs]
+        want = [out[0].image.rgb() for out in run_batch(here, frames)]
+        assert [out[0].session_id for out in outs] == ["s-ua", "s-ub"]
+        assert grey_levels(got, want) <= 1
+    assert ["SOURCE" in r for r in sent] == [True, False]
+    assert all("HAND" in r for r in sent)
+    remote.close()
+    here.close()

@@ -3,9 +3,15 @@
 ``arch="liveportrait"`` runs LivePortrait's published checkpoints (head mode, 512 x 512
 frames); ``arch="upperbody"`` runs ChatAnyone's upper-body renderer (512 x 768 frames with the
 ``full`` preset, hands injected into the generator). Portrait analysis is the warp engine's
-(mediapipe); the session-constant network inputs (appearance volume, source keypoints) are
-computed from ``avatar.canvas`` when a session starts and cached per avatar. Frames of several
+(mediapipe); the session-constant network inputs (appearance, source keypoints) are computed
+from ``avatar.canvas`` when a session starts and cached per avatar. Frames of several
 sessions render in one batched forward (``render_batch``).
+
+The network is a keypoint part, which always runs here, and a generator part (appearance
+encoder, warper, decoder: the heavy part), which runs here too by default or, with
+``triton_url``, on the Triton model ``triton_model`` (deploy/triton/model_repository/renderer,
+``neural_triton``): one request per batch, the appearance volumes cached on the server by
+avatar, no image sent per frame.
 
 ``RendererNetwork`` is the raw network call, shared with the Triton model::
 
@@ -16,6 +22,7 @@ sessions render in one batched forward (``render_batch``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +40,13 @@ import cv2
 
 from avatarflow_renderer.analysis import PortraitAnalyser
 from avatarflow_renderer.engines.neural_drive import Source, driver_for
+from avatarflow_renderer.engines.neural_keypoint_net import KeypointNetwork
 from avatarflow_renderer.engines.neural_net import RendererNetwork
 from avatarflow_renderer.engines.warp import PlanCache
 
 __all__ = ["NeuralEngine", "RendererNetwork"]
+
+Inputs = tuple[list[Any], torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -45,25 +55,53 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+class LocalGenerator:
+    """The generator part in-process: an avatar's appearance is its feature volume."""
+
+    def __init__(self, net: RendererNetwork) -> None:
+        self.net = net
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net.features(image)
+
+    def render(self, appearances: Sequence[torch.Tensor], kp_source: torch.Tensor,
+               kp_driving: torch.Tensor, hand: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.decode(torch.cat(list(appearances)), kp_source, kp_driving, hand)
+
+
 class NeuralEngine:
     """Analyses portraits (mediapipe) and renders motion frames with a neural network.
 
     Options: ``weights`` (directory, required), ``arch`` ("liveportrait" or "upperbody"),
     ``device`` (torch device), ``dtype`` ("float32"; "float16" / "bfloat16" on CUDA),
-    ``cache`` (avatars whose source tensors are kept). The canvas is resized to the network's
-    input without cropping and the frame back to the canvas size, so an arch suits the mode
-    whose aspect ratio it was made for (liveportrait: square head canvases).
+    ``cache`` (avatars whose source tensors are kept), ``triton_url`` (host:port: the
+    generator runs on that Triton server) and ``triton_model`` (its model name). With
+    ``triton_url``, ``weights`` is the same directory the Triton model loads (the operator
+    mounts it on the renderer pods too): only the keypoint part's files are read from it
+    (liveportrait's motion extractor and retargeting MLPs; upperbody's config.yaml), and
+    ``device`` / ``dtype`` apply to that part. The canvas is resized to the network's input
+    without cropping and the frame back to the canvas size, so an arch suits the mode whose
+    aspect ratio it was made for (liveportrait: square head canvases).
     """
 
     def __init__(self, weights: str = "", device: str = "cpu", dtype: str = "float32",
-                 arch: str = "liveportrait", cache: int = 16, **options: Any) -> None:
+                 arch: str = "liveportrait", cache: int = 16, triton_url: str = "",
+                 triton_model: str = "renderer", **options: Any) -> None:
         if options:
             raise InvalidInput(f"unknown neural engine options: {', '.join(options)}")
         if not weights:
             raise InvalidInput("the neural renderer needs weights: a directory in "
                                "LivePortrait's published layout (arch liveportrait) or with "
-                               "config.yaml + model.pt (arch upperbody)")
-        self.network = RendererNetwork.load(weights, arch, device, dtype)
+                               "config.yaml + model.pt (arch upperbody; config.yaml alone "
+                               "when the network runs on Triton)")
+        if triton_url:
+            from avatarflow_renderer.engines.neural_triton import TritonGenerator
+
+            self.network: KeypointNetwork = KeypointNetwork.load(weights, arch, device, dtype)
+            self.generator: Any = TritonGenerator(triton_url, triton_model)
+        else:
+            net = RendererNetwork.load(weights, arch, device, dtype)
+            self.network, self.generator = net, LocalGenerator(net)
         self.driver = driver_for(self.network)
         self.sources: PlanCache[Source] = PlanCache(self._encode, capacity=cache)
         self._analyser: PortraitAnalyser | None = None
@@ -77,32 +115,53 @@ class NeuralEngine:
         return avatar
 
     def warm(self, avatar: Avatar) -> None:
-        """Encodes the avatar's canvas now (a session is starting), so its first frame is as
-        fast as the rest."""
+        """Computes the avatar's source now (a session is starting), so its first frame is as
+        fast as the rest (on Triton, its first request also carries its image)."""
         self.sources.get(avatar)
 
     @torch.inference_mode()
     def _encode(self, avatar: Avatar) -> Source:
-        return self.driver.source(avatar)
+        image = self.network.source_from_images([avatar.canvas])
+        source = self.driver.source(avatar, image)
+        return replace(source, appearance=self.generator.encode(image))
+
+    @torch.inference_mode()
+    def _inputs(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> Inputs:
+        avatars = [a for a, _ in items]
+        sources = [self.sources.get(a) for a in avatars]
+        kp_driving, hands = self.driver.drive(avatars, sources, [m for _, m in items])
+        kp_source = torch.cat([s.kp for s in sources])
+        return [s.appearance for s in sources], kp_source, kp_driving, hands
 
     @torch.inference_mode()
     def frames(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> torch.Tensor:
         """One batched forward: B x 3 x H_out x W_out float32 in [0, 1] at the network's
         output size."""
-        avatars = [a for a, _ in items]
-        sources = [self.sources.get(a) for a in avatars]
-        kp_driving, hands = self.driver.drive(avatars, sources, [m for _, m in items])
-        features = torch.cat([s.features for s in sources])
-        kp_source = torch.cat([s.kp for s in sources])
-        return self.network.decode(features, kp_source, kp_driving, hands)
+        return self.generator.render(*self._inputs(items))
+
+    async def frames_async(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> torch.Tensor:
+        """``frames`` for asyncio code: on Triton the request is in flight while the event
+        loop runs others (concurrent calls are concurrent requests)."""
+        render_async = getattr(self.generator, "render_async", None)
+        if render_async is None:
+            return self.frames(items)
+        return await render_async(*self._inputs(items))
 
     def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> list[np.ndarray]:
         """H x W x 3 uint8 RGB per (avatar, motion) pair, the frames of any sessions rendered
         in one forward."""
-        if not items:
-            return []
+        return self._images(items, self.frames(items)) if items else []
+
+    async def render_batch_async(self, items: Sequence[tuple[Avatar, MotionFrame]]
+                                 ) -> list[np.ndarray]:
+        """``render_batch`` for asyncio code."""
+        return self._images(items, await self.frames_async(items)) if items else []
+
+    @staticmethod
+    def _images(items: Sequence[tuple[Avatar, MotionFrame]],
+                frames: torch.Tensor) -> list[np.ndarray]:
         out = []
-        for (avatar, _), img in zip(items, to_uint8(self.frames(items)), strict=True):
+        for (avatar, _), img in zip(items, to_uint8(frames), strict=True):
             size = (avatar.width, avatar.height)
             if img.shape[1::-1] != size:
                 shrink = avatar.width < img.shape[1]
@@ -120,3 +179,6 @@ class NeuralEngine:
             self._analyser.close()
             self._analyser = None
         self.sources.clear()
+        close = getattr(self.generator, "close", None)  # a Triton client's channel
+        if close is not None:
+            close()

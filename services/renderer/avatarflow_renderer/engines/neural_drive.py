@@ -1,7 +1,9 @@
 """From an avatar and motion frames to the network's inputs, per architecture.
 
 A driver computes an avatar's session-constant source state once (``source``) and turns a
-batch of motion frames into driving keypoints and hand images (``drive``).
+batch of motion frames into driving keypoints and hand images (``drive``). It needs only the
+keypoint part of the network (``neural_keypoint_net``); the appearance of the source is the
+generator's business (the engine's ``Source.appearance``).
 
 liveportrait: the pose is LivePortrait's own, ``x_d = s (x_c R + delta) + t``: the source's
 rotation composed with the motion's (``R = R_motion @ R_source``), its scale times
@@ -25,7 +27,8 @@ analysis found the face and body. Hands are drawn as bones and joints on a blank
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,10 +38,10 @@ from avatarflow import motion as mo
 from avatarflow.avatar import Avatar
 from avatarflow.messages import MotionFrame
 from avatarflow_renderer.engines import neural_kp as kpm
-from avatarflow_renderer.engines.neural_net import (
-    LivePortraitNetwork,
-    RendererNetwork,
-    UpperBodyNetwork,
+from avatarflow_renderer.engines.neural_keypoint_net import (
+    KeypointNetwork,
+    LivePortraitKeypoints,
+    UpperBodyKeypoints,
 )
 
 
@@ -46,8 +49,10 @@ from avatarflow_renderer.engines.neural_net import (
 class Source:
     """Session-constant network inputs of one avatar."""
 
-    features: torch.Tensor  # 1 x C x D x h x w float32: appearance volume (network device)
     kp: torch.Tensor  # 1 x K x 3 float32: source keypoints
+    # What the generator keeps of the source image (the engine fills it in): the appearance
+    # volume in-process, the avatar's key and image when the generator runs on Triton.
+    appearance: Any = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,14 +77,14 @@ def normalise(points: np.ndarray, avatar: Avatar) -> np.ndarray:
 
 
 class LivePortraitDriver:
-    def __init__(self, net: LivePortraitNetwork) -> None:
+    def __init__(self, net: LivePortraitKeypoints) -> None:
         self.net = net
 
-    def source(self, avatar: Avatar) -> LivePortraitSource:
-        image = self.net.source_from_images([avatar.canvas])
+    def source(self, avatar: Avatar, image: torch.Tensor) -> LivePortraitSource:
+        """``image``: the canvas at the network's source size (``source_from_images``)."""
         info = self.net.motion_info(image)
         return LivePortraitSource(
-            features=self.net.features(image), kp=kpm.source_keypoints(info),
+            kp=kpm.source_keypoints(info),
             canonical=info["kp"], expression=info["exp"],
             rot=kpm.rotation(info["pitch"], info["yaw"], info["roll"]), scale=info["scale"],
             shift=info["t"], lip=kpm.lip_ratio(avatar.face_points),
@@ -137,7 +142,7 @@ def draw_hands(hands: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 class UpperBodyDriver:
-    def __init__(self, net: UpperBodyNetwork) -> None:
+    def __init__(self, net: UpperBodyKeypoints) -> None:
         self.net = net
 
     @staticmethod
@@ -145,13 +150,12 @@ class UpperBodyDriver:
         iod = float(np.hypot(*avatar.face_axes[:, 0]))
         return mo.HEAD_TEMPLATE[:, 2] * iod
 
-    def source(self, avatar: Avatar) -> Source:
-        image = self.net.source_from_images([avatar.canvas])
+    def source(self, avatar: Avatar, image: torch.Tensor) -> Source:
+        """Source keypoints where the analysis found the face and body (``image`` unused)."""
         head = np.column_stack([avatar.face_points, self._head_depth(avatar)])
         body = np.column_stack([avatar.body_points, np.zeros(mo.B, np.float32)])
         kp = normalise(np.concatenate([head, body]), avatar)
-        return Source(features=self.net.features(image),
-                      kp=torch.as_tensor(kp, device=self.net.device)[None])
+        return Source(kp=torch.as_tensor(kp, device=self.net.device)[None])
 
     def keypoints(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray:
         """Driving keypoints, normalised: (K + B) x 3 float32."""
@@ -183,9 +187,9 @@ class UpperBodyDriver:
                 torch.as_tensor(hands, device=dev).permute(0, 3, 1, 2))
 
 
-def driver_for(net: RendererNetwork) -> LivePortraitDriver | UpperBodyDriver:
-    if isinstance(net, LivePortraitNetwork):
+def driver_for(net: KeypointNetwork) -> LivePortraitDriver | UpperBodyDriver:
+    if isinstance(net, LivePortraitKeypoints):
         return LivePortraitDriver(net)
-    if isinstance(net, UpperBodyNetwork):
+    if isinstance(net, UpperBodyKeypoints):
         return UpperBodyDriver(net)
     raise TypeError(f"no driver for {type(net).__name__}")

@@ -97,9 +97,13 @@ def strip_parallel_prefix(state: Any) -> Any:
 
 def load_liveportrait(modules: Mapping[str, nn.Module], root: Path) -> None:
     """Fills LivePortrait's modules (keys of ``BASE_MODELS`` and ``RETARGETING_KEYS``) from
-    the published layout under ``root``."""
+    the published layout under ``root``; only the files of the modules given are read (the
+    renderer's keypoint part has no F, W or G)."""
     for name, rel in BASE_MODELS.items():
-        load_strict(modules[name], read_checkpoint(root / rel), str(root / rel))
+        if name in modules:
+            load_strict(modules[name], read_checkpoint(root / rel), str(root / rel))
+    if not any(name in modules for name in RETARGETING_KEYS):
+        return
     path = root / RETARGETING_FILE
     bundle = read_checkpoint(path)
     if not isinstance(bundle, Mapping):
@@ -109,7 +113,8 @@ def load_liveportrait(modules: Mapping[str, nn.Module], root: Path) -> None:
         raise InvalidInput(f"{path}: missing entries {', '.join(absent)} (has "
                            f"{', '.join(map(str, bundle)) or 'nothing'})")
     for name, key in RETARGETING_KEYS.items():
-        load_strict(modules[name], strip_parallel_prefix(bundle[key]), f"{path} [{key}]")
+        if name in modules:
+            load_strict(modules[name], strip_parallel_prefix(bundle[key]), f"{path} [{key}]")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

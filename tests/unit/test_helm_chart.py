@@ -99,6 +99,11 @@ def env_of(c: Doc) -> dict[str, Doc]:
     return {e["name"]: e for e in c.get("env", [])}
 
 
+def app_version() -> str:
+    with helm.Chart.load(CHART) as chart:
+        return str(chart.metadata["appVersion"])
+
+
 # -- Helm: lint, schema, render -------------------------------------------------------------
 
 def test_chart_metadata_matches_the_package() -> None:
@@ -124,6 +129,8 @@ def test_lint_is_clean(profile: str) -> None:
     ({"components": {"refiner": {"autoscaling": {"maxReplica": 4}}}}, "maxReplica"),
     ({"redis": {"external": {"url": "http://redis:6379"}}}, "/redis/external/url"),
     ({"triton": {"startupProbe": {"failureThreshold": 0}}}, "/triton/startupProbe"),
+    ({"components": {"renderer": {"weights": {"subPath": "/weights"}}}},
+     "/components/renderer/weights/subPath"),
 ])
 def test_schema_rejects_bad_values(bad: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError, match="schema") as err:
@@ -284,7 +291,9 @@ def test_gpu_profile_runs_triton_on_gpu_nodes() -> None:
     name = f"{PREFIX}-triton"
     spec = one("gpu-triton", "Deployment", name)["spec"]["template"]["spec"]
     (c,) = spec["containers"]
-    assert c["image"].startswith("nvcr.io/nvidia/tritonserver:") and c["image"].endswith("-py3")
+    # avatarflow's own Triton image (deploy/triton/Dockerfile), named and tagged as the
+    # service images are: the plain NVIDIA image lacks the avatarflow and torch model.py need.
+    assert c["image"] == f"avatarflow-triton:{app_version()}"
     assert c["args"][0] == "tritonserver" and "--model-repository=/models" in c["args"]
     assert {"--load-model=renderer", "--load-model=refiner"} <= set(c["args"])
     assert int(c["resources"]["requests"]["nvidia.com/gpu"]) >= 1
@@ -306,10 +315,51 @@ def test_gpu_profile_runs_triton_on_gpu_nodes() -> None:
     for stage in ("renderer", "refiner"):
         env = env_of(container("gpu-triton", stage))
         assert env[f"AVATARFLOW_{stage.upper()}_TRITON_URL"]["value"] == f"{name}:8001"
-        assert env[f"AVATARFLOW_{stage.upper()}_WEIGHTS"]["value"] == "/weights"
         triggers = one("gpu-triton", "ScaledObject", f"{PREFIX}-{stage}")["spec"]["triggers"]
         (prom,) = [t for t in triggers if t["type"] == "prometheus"]
         assert f'model="{stage}"' in prom["metadata"]["query"]
+
+
+def test_triton_image_follows_the_service_images() -> None:
+    values = {"image": {"registry": "ghcr.io/acme/", "tag": "1.2.3"}, "triton": {"enabled": True}}
+    (deployment,) = [d for path, text in render(values).items()
+                     if path.endswith("deployment-triton.yaml")
+                     for d in yaml.safe_load_all(text) if d]
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "ghcr.io/acme/avatarflow-triton:1.2.3"
+    with helm.Chart.load(CHART) as chart:
+        assert chart.values["triton"]["image"]["repository"] == ""
+        assert chart.values["triton"]["image"]["tag"] == ""
+
+
+def test_gpu_profile_runs_the_neural_engines_on_triton() -> None:
+    """Renderer and refiner run `neural` with the chart's Triton Service as their server, and
+    read the same weights directory of the same claim that Triton loads the networks from."""
+    triton_name = f"{PREFIX}-triton"
+    service = one("gpu-triton", "Service", triton_name)
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    triton_pod = one("gpu-triton", "Deployment", triton_name)["spec"]["template"]["spec"]
+    (triton,) = triton_pod["containers"]
+    triton_env = env_of(triton)
+    repo_mount = next(m for m in triton["volumeMounts"] if m["name"] == "models")
+    repo_claim = next(v for v in triton_pod["volumes"] if v["name"] == "models")
+    for stage in ("renderer", "refiner"):
+        prefix = f"AVATARFLOW_{stage.upper()}_"
+        spec = one("gpu-triton", "Deployment", f"{PREFIX}-{stage}")["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        env = env_of(c)
+        assert env[prefix + "ENGINE"]["value"] == "neural"
+        assert env[prefix + "TRITON_URL"]["value"] == f"{service['metadata']['name']}:{grpc_port}"
+        weights = env[prefix + "WEIGHTS"]["value"]
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == weights]
+        assert mount["readOnly"] is True
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["persistentVolumeClaim"] == repo_claim["persistentVolumeClaim"]
+        # Triton's copy of the stage's weights (its config.pbtxt parameter, overridden).
+        served = triton_env[f"AVATARFLOW_TRITON_{stage.upper()}_WEIGHTS"]["value"]
+        assert served == f"{repo_mount['mountPath']}/{mount['subPath']}"
+    renderer = env_of(container("gpu-triton", "renderer"))
+    assert "arch=liveportrait" in renderer["AVATARFLOW_RENDERER_ENGINE_OPTIONS"]["value"]
 
 
 def test_cpu_profile_has_no_triton_and_no_gpu() -> None:

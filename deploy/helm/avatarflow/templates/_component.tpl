@@ -156,6 +156,9 @@ spec:
             {{- if and $c.weights $c.weights.enabled }}
             - name: weights
               mountPath: {{ $c.weights.mountPath }}
+              {{- with $c.weights.subPath }}
+              subPath: {{ . }}
+              {{- end }}
               readOnly: true
             {{- end }}
       volumes:

@@ -56,19 +56,25 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- printf "AVATARFLOW_%s_" (.component | upper | replace "-" "_") -}}
 {{- end -}}
 
-{{/* A component's image: components.<c>.image.repository, or
-<image.registry>/<image.prefix><component>; the tag defaults to the chart's appVersion. */}}
-{{- define "avatarflow.image" -}}
-{{- $c := index .root.Values.components .component -}}
+{{/* An avatarflow image: <image.registry>/<image.prefix><name> unless `image.repository`
+names one; the tag defaults to image.tag, then the chart's appVersion. Context: (dict "root" $
+"name" NAME "image" the component's image values). */}}
+{{- define "avatarflow.imageRef" -}}
 {{- $img := .root.Values.image -}}
-{{- $repo := $c.image.repository -}}
+{{- $repo := .image.repository -}}
 {{- if not $repo -}}
-{{- $repo = printf "%s%s" $img.prefix .component -}}
+{{- $repo = printf "%s%s" $img.prefix .name -}}
 {{- if $img.registry -}}
 {{- $repo = printf "%s/%s" (trimSuffix "/" $img.registry) $repo -}}
 {{- end -}}
 {{- end -}}
-{{- printf "%s:%s" $repo (toString (coalesce $c.image.tag $img.tag .root.Chart.AppVersion)) -}}
+{{- printf "%s:%s" $repo (toString (coalesce .image.tag $img.tag .root.Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/* A component's image (services/<name>/Dockerfile). */}}
+{{- define "avatarflow.image" -}}
+{{- $c := index .root.Values.components .component -}}
+{{- include "avatarflow.imageRef" (dict "root" .root "name" .component "image" $c.image) -}}
 {{- end -}}
 
 {{/* requests and limits, both required on every container. Context: (dict "what" name

@@ -3,6 +3,11 @@
 For every delivery: restore the session if the bus says it was taken over, drop a frame that is
 already past its deadline (stages that keep no history only), run the stage, then commit the
 outputs, the acknowledgement and the session state together.
+
+Load shedding: a stage that keeps no history and has fallen ``shed_after_s`` behind on a frame
+while a newer frame of the same session is already waiting sheds it (``Stage.shed``: the
+renderer skips it, the refiner passes it on unrefined) instead of working through a queue;
+it catches up at once and the latency stays near one frame's work, not the deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from avatarflow.topology import StageSpec
 log = logging.getLogger(__name__)
 
 ENDS_SESSION = (m.EndOfAudio, m.SessionError)
+RUN, DROP, SHED = "run", "drop", "shed"
 
 
 @dataclass
@@ -50,6 +56,7 @@ class RunnerStats:
     process: StageStats = field(default_factory=StageStats)
     hop: HopStats = field(default_factory=HopStats)
     dropped: int = 0  # late frames not processed
+    shed: int = 0  # frames shed because the stage was behind and a newer one was waiting
     recovered: int = 0  # sessions taken over from another replica
     lost: int = 0  # sessions another replica took from us
 
@@ -64,10 +71,11 @@ class StageRunner:
     """
 
     def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False,
-                 batch: int = 1, budget_s: float = 0.5) -> None:
+                 batch: int = 1, budget_s: float = 0.5, shed_after_s: float = 0.0) -> None:
         self.spec, self.stage, self.bus, self.offload = spec, stage, bus, offload
         self.batch = batch
         self.budget_s = budget_s  # a frame's deadline is its audio's arrival + this
+        self.shed_after_s = shed_after_s  # 0: never shed
         self.meter = StageMeter(spec.name)
         self.stats = RunnerStats()
         self.stats.process.meter = self.meter
@@ -106,35 +114,68 @@ class StageRunner:
                             sid)
 
     def _process_all(self, batch: list[Delivery]) -> list[Commit]:
+        superseded = self._superseded(batch)
         if not self.stage.batches:  # one at a time: each snapshot is taken right after its message
             commits = []
-            for d in batch:
-                msg, late = self._admit(d)
+            for i, d in enumerate(batch):
+                msg, action = self._admit(d, i in superseded)
                 span = tracing.start(self.span_name, msg)
-                outs = [] if late else run_stage(self.stage, msg, self.stats.process)
+                outs = (run_stage(self.stage, msg, self.stats.process) if action is RUN
+                        else self._skip(msg, action))
                 tracing.finish(span, outs)
                 commits.append(self._commit(d, msg, outs))
             return commits
         # A batching stage keeps no per-frame state (its frames change no snapshot), so the
         # frames of many sessions can run as one batch before anything is committed.
-        msgs = [self._admit(d) for d in batch]
+        msgs = [self._admit(d, i in superseded) for i, d in enumerate(batch)]
         spans = [tracing.start(self.span_name, msg) for msg, _ in msgs]
-        outs = run_batch(self.stage, [None if late else msg for msg, late in msgs],
+        outs = run_batch(self.stage, [msg if action is RUN else None for msg, action in msgs],
                          self.stats.process)
+        outs = [o if action is RUN else self._skip(msg, action)
+                for o, (msg, action) in zip(outs, msgs, strict=True)]
         for span, o in zip(spans, outs, strict=True):
             tracing.finish(span, o)
         return [self._commit(d, msg, o) for d, (msg, _), o in zip(batch, msgs, outs,
                                                                   strict=True)]
 
-    def _admit(self, d: Delivery) -> tuple[m.Message, bool]:
-        """The message to process (restoring a taken-over session first) and whether it is
-        a frame already past its deadline, to drop."""
+    @staticmethod
+    def _superseded(batch: list[Delivery]) -> set[int]:
+        """Positions of frames followed, in the same batch, by a frame of their session."""
+        out, seen = set(), set()
+        for i in range(len(batch) - 1, -1, -1):
+            msg = batch[i].msg
+            if isinstance(msg, FRAME_TYPES):
+                if msg.session_id in seen:
+                    out.add(i)
+                seen.add(msg.session_id)
+        return out
+
+    def _admit(self, d: Delivery, superseded: bool = False) -> tuple[m.Message, str]:
+        """The message to process (restoring a taken-over session first) and what to do with
+        it: RUN it, DROP it (a frame past its deadline) or SHED it (see the module doc)."""
         msg = self._restore(d) if d.restore is not None else d.msg
-        late = self.stage.drops_late and self._late(msg)
-        if late:
+        if not (self.stage.drops_late and isinstance(msg, FRAME_TYPES) and msg.deadline):
+            return msg, RUN
+        now = time.time()
+        if msg.deadline < now:
             self.stats.dropped += 1
             self.meter.dropped.inc()
-        return msg, late
+            return msg, DROP
+        if (self.shed_after_s and d.published_at
+                and now - d.published_at > self.shed_after_s
+                and (superseded or self.bus.newer_waiting(d))):
+            self.stats.shed += 1
+            return msg, SHED
+        return msg, RUN
+
+    def _skip(self, msg: m.Message, action: str) -> list[m.Message]:
+        if action is DROP:
+            return []
+        outs = self.stage.shed(msg)
+        if not any(isinstance(o, FRAME_TYPES) for o in outs):  # the frame is gone
+            self.stats.dropped += 1
+            self.meter.dropped.inc()
+        return outs
 
     def _commit(self, d: Delivery, msg: m.Message, outs: list[m.Message]) -> Commit:
         sid = msg.session_id
@@ -165,7 +206,3 @@ class StageRunner:
         log.info("%s: continuing session %s taken over from another replica", self.spec.name,
                  sid)
         return msg
-
-    @staticmethod
-    def _late(msg: m.Message) -> bool:
-        return isinstance(msg, FRAME_TYPES) and 0 < msg.deadline < time.time()

@@ -46,6 +46,7 @@ class Settings:
     stream_maxlen: int = 2048  # entries kept per session stream (approximate trim)
     avatar_ttl_s: float = 3600.0  # cached portrait analyses
     frame_budget_ms: float = 500.0  # a frame is late this long after its audio is due
+    shed_after_ms: float = 100.0  # a frame waiting this long behind a newer one is shed; 0 = never
     stall_ms: float = 150.0  # audio this far behind the clock is filled with silence
     summary_s: float = 2.0  # period of latency summaries sent to the client
     max_message_mb: float = 16.0  # largest gRPC message accepted (a portrait upload)
@@ -62,6 +63,7 @@ class Settings:
             "claim_idle_ms": self.claim_idle_ms >= 2 * self.heartbeat_ms,
             "session_ttl_s": self.session_ttl_s > 0, "stream_maxlen": self.stream_maxlen >= 16,
             "avatar_ttl_s": self.avatar_ttl_s > 0, "frame_budget_ms": self.frame_budget_ms > 0,
+            "shed_after_ms": self.shed_after_ms >= 0,
             "stall_ms": self.stall_ms > 0, "summary_s": self.summary_s > 0,
             "max_message_mb": 0 < self.max_message_mb <= 256,
             "grace_s": self.grace_s >= 0,

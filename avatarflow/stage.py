@@ -43,6 +43,13 @@ class Stage:
     def process(self, msg: m.Message) -> Iterable[m.Message]:
         return (msg,)
 
+    def shed(self, msg: m.Message) -> list[m.Message]:
+        """What a ``drops_late`` stage emits instead of processing a frame it is too far
+        behind on (a newer frame of the session is already waiting): by default nothing, so
+        the stage catches up instead of building a queue. A stage with a cheaper way to pass
+        the frame on (the refiner: unrefined) overrides this."""
+        return []
+
     @property
     def batches(self) -> bool:
         """Whether this stage overrides ``process_frames``."""

@@ -96,7 +96,8 @@ async def serve_stage(settings: Settings,
     stage, backing = build(settings)
     bus = RedisBus(settings)
     runner = StageRunner(spec, stage, bus, offload=spec.name in OFFLOAD, batch=BATCH,
-                         budget_s=settings.frame_budget_ms / 1000)
+                         budget_s=settings.frame_budget_ms / 1000,
+                         shed_after_s=settings.shed_after_ms / 1000)
     metrics.track_sessions(spec.name, lambda: stage.session_count)
     runtime = ServiceRuntime(settings)
     runtime.add(internal_pb2_grpc.add_StageServicer_to_server, StageServicer(runner, bus),

@@ -80,6 +80,11 @@ class Bus(ABC):
         return [await self.commit(c.delivery, topic, c.outputs, c.state, ended=c.ended)
                 for c in commits]
 
+    def newer_waiting(self, delivery: Delivery) -> bool:
+        """Whether a later data message of the delivery's session is already waiting here
+        for the same group (so skipping this one loses the session no continuity)."""
+        return False
+
     def backlog(self, topic: str, group: str) -> int:
         """Messages of ``topic`` that ``group`` has received here and not yet taken."""
         return 0

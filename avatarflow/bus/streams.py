@@ -215,6 +215,12 @@ class RedisBus(Bus):
             todo = missing
         return results
 
+    def newer_waiting(self, delivery: Delivery) -> bool:
+        c = self._consumers.get((delivery.topic, delivery.group))
+        s = None if c is None else c.sessions.get(delivery.msg.session_id)
+        return s is not None and any(
+            f is not None and f.get(b"k") == b"D" and int(f[b"t"]) >= s.turn for _, f in s.data)
+
     def backlog(self, topic: str, group: str) -> int:
         c = self._consumers.get((topic, group))
         return 0 if c is None else sum(len(s.data) + len(s.ctl) for s in c.sessions.values())

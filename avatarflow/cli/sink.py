@@ -16,9 +16,10 @@ from avatarflow.v1 import api_pb2
 
 class VideoSink:
     """Decodes and encodes frames in a worker thread, placed by index: a missing index repeats
-    the previous picture and gets silence, so the video stays aligned with the audio.
+    the previous picture, so the video stays aligned with the audio.
 
-    Each frame's audio (PCM16 of its span) lands at ``index * sample_rate / fps``.
+    Each frame's audio (PCM16 of its span, preceded by the spans of frames dropped before
+    it) ends at ``(index + 1) * sample_rate / fps``.
     """
 
     def __init__(self, path: Path, started: api_pb2.SessionStarted) -> None:
@@ -62,9 +63,10 @@ class VideoSink:
             self.repeated += 1
         self.writer.write(rgb)
         self._last, self._next_index = rgb, frame.index + 1
-        if frame.audio:
-            offset = int(round(frame.index * self.sample_rate / self.fps))
-            self._audio.append((offset, np.frombuffer(frame.audio, "<i2")))
+        if frame.audio:  # it ends where the frame's span ends (it may cover dropped frames)
+            pcm = np.frombuffer(frame.audio, "<i2")
+            end = int(round((frame.index + 1) * self.sample_rate / self.fps))
+            self._audio.append((max(0, end - pcm.size), pcm[max(0, pcm.size - end):]))
 
     def _pcm(self) -> np.ndarray:
         end = max((off + a.size for off, a in self._audio), default=0)

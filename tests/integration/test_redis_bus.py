@@ -147,3 +147,57 @@ def test_commits_go_on_after_the_server_forgets_its_scripts(redis_url: str) -> N
             await b.close()
 
     asyncio.run(main())
+
+
+def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> None:
+    """Twelve frames queue up at once for a stage that needs 40 ms each: with shedding it
+    skips the stale ones that have a newer frame waiting behind them and reaches the newest
+    frame in a fraction of the 480 ms it would take to work through the queue."""
+    import time as _time
+
+    from avatarflow.runner import StageRunner
+    from avatarflow.stage import Stage
+    from avatarflow.topology import StageSpec
+
+    class Slow(Stage):
+        name = "audio-encoder"
+        drops_late = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.ran: list[int] = []
+
+        def process(self, msg: m.Message):
+            if isinstance(msg, m.AudioFeatures):
+                _time.sleep(0.04)
+                self.ran.append(msg.index)
+            return (msg,)
+
+    async def main(shed_after_s: float, sid: str) -> tuple[list[int], float]:
+        source = _bus(redis_url, "gateway", f"gw-{sid}")
+        stage_bus = _bus(redis_url, "audio-encoder", f"enc-{sid}")
+        stage = Slow()
+        runner = StageRunner(StageSpec("audio-encoder", "none", AUDIO, FEATURES), stage,
+                             stage_bus, batch=4, shed_after_s=shed_after_s)
+        await source.publish(AUDIO, m.SessionStart(session_id=sid))
+        t0 = _time.monotonic()
+        for i in range(12):
+            await source.publish(AUDIO, m.AudioFeatures(
+                session_id=sid, index=i, features=np.zeros(4, np.float32),
+                deadline=_time.time() + 5.0))
+        task = asyncio.create_task(runner.run())
+        while 11 not in stage.ran:
+            await asyncio.sleep(0.005)
+        took = _time.monotonic() - t0
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for b in (source, stage_bus):
+            await b.close()
+        return stage.ran, took
+
+    ran, took = asyncio.run(main(0.1, "s-shed"))
+    everything, slow = asyncio.run(main(0.0, "s-noshed"))
+    print(f"shedding: ran {ran} in {took * 1e3:.0f} ms; without: {len(everything)} frames in "
+          f"{slow * 1e3:.0f} ms")
+    assert everything == list(range(12))
+    assert ran[-1] == 11 and len(ran) <= 6 and ran == sorted(ran)

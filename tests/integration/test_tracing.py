@@ -43,10 +43,10 @@ async def _services(redis_url: str) -> tuple[list[asyncio.Task], str]:
     ports = {s: free_port() for s in SERVICES}
     tasks = []
     for s in SERVICES:
-        # Five services share this process and its GIL: a generous frame budget keeps a slow
-        # moment from dropping frames, which is not what this test is about.
+        # Five services share this process and its GIL: a generous frame budget and no load
+        # shedding keep a slow moment from dropping frames, which is not what this test is about.
         settings = Settings.load(s, environ={}, port=ports[s], metrics_port=-1,
-                                 frame_budget_ms=10_000,
+                                 frame_budget_ms=10_000, shed_after_ms=0,
                                  redis_url=redis_url, consumer=f"{s}-traced",
                                  renderer_target=f"127.0.0.1:{ports['renderer']}")
         serve = importlib.import_module(MODULES[s]).serve

@@ -171,6 +171,7 @@ class GatewaySession:
         if self.last_index >= 0 and msg.index > self.last_index + 1:
             self.dropped += msg.index - self.last_index - 1
             metrics.GATEWAY_DROPPED.inc(msg.index - self.last_index - 1)
+        first = self.last_index + 1  # the audio of frames dropped on the way comes along
         self.last_index = msg.index
         metrics.GATEWAY_FRAMES.inc()
         if msg.deadline and time.time() > msg.deadline:
@@ -182,9 +183,9 @@ class GatewaySession:
         self._latency(msg.index)
         self.frames += 1
         self._period_frames += 1
+        audio = self.timeline.frame_audio(msg.index, first)
         response = api_pb2.SessionResponse(frame=api_pb2.VideoFrame(
-            index=msg.index, pts=msg.pts, data=data, audio=self.timeline.frame_audio(msg.index),
-            refined=msg.refined))
+            index=msg.index, pts=msg.pts, data=data, audio=audio, refined=msg.refined))
         tracing.finish(span)
         return response
 

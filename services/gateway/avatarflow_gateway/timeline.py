@@ -1,8 +1,9 @@
 """A session's audio clock: the samples the pipeline was fed, real or filled-in silence.
 
 Frame ``i`` covers samples ``[round(i * rate / fps), round((i + 1) * rate / fps))``; the
-gateway sends each frame with that slice, so a client plays exactly the audio the frame was
-made from. Only the samples of frames not yet delivered are kept.
+gateway sends each frame with that slice (plus the slices of frames dropped just before it),
+so a client plays exactly the audio the frames were made from, without holes. Only the
+samples of frames not yet delivered are kept.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ class Timeline:
         self._buf = np.concatenate([self._buf, pcm.astype(np.int16, copy=False)])
         return start, self.end
 
-    def frame_audio(self, index: int) -> bytes:
-        """PCM16 bytes of frame ``index`` (zeros where the clock has no samples), and forgets
+    def frame_audio(self, index: int, first: int | None = None) -> bytes:
+        """PCM16 bytes of frames ``first`` (default ``index``) to ``index``: the audio of
+        frames that were dropped on the way rides with the next delivered frame, so the
+        client's audio never has a hole (zeros where the clock has no samples). Forgets
         everything before it."""
-        a, b = self.span(index)
+        a = self.span(index if first is None else min(first, index))[0]
+        b = self.span(index)[1]
         out = np.zeros(b - a, np.int16)
         lo, hi = max(a, self._base), min(b, self.end)
         if hi > lo:

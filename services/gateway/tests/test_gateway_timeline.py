@@ -42,3 +42,16 @@ def test_a_cut_ahead_of_the_clock_pads_with_silence() -> None:
     t.cut(2)
     assert t.end == t.span(2)[0]
     assert not np.frombuffer(t.frame_audio(1), "<i2").any()
+
+
+def test_a_frame_after_dropped_frames_brings_their_audio_along() -> None:
+    """Frames 3 and 4 were dropped on the way: frame 5 carries spans 3 to 5, so the audio
+    the client gets has no hole."""
+    t = Timeline(16000, 30.0)
+    audio = np.arange(16000, dtype=np.int16)
+    t.append(audio)
+    parts = [np.frombuffer(t.frame_audio(i), "<i2") for i in range(3)]
+    parts.append(np.frombuffer(t.frame_audio(5, first=3), "<i2"))
+    parts += [np.frombuffer(t.frame_audio(i), "<i2") for i in range(6, 30)]
+    assert len(parts[3]) == t.span(5)[1] - t.span(3)[0]
+    assert np.array_equal(np.concatenate(parts), audio)

@@ -65,6 +65,14 @@ class RefinerStage(AvatarSessions, Stage):
                  else self._final(x, x.image, refined=False),)
                 for x, ok in zip(msgs, in_time, strict=True)]
 
+    def shed(self, msg: m.Message) -> list[m.Message]:
+        """Behind on this session: the frame goes on unrefined (it costs nothing: the body
+        pass is forwarded without being decoded), so no frame is lost."""
+        if not isinstance(msg, m.RenderedFrame):
+            return []
+        self.degraded += 1
+        return [self._final(msg, msg.image, refined=False)]
+
     def _in_time(self, msg: m.RenderedFrame) -> bool:
         """Whether refining can still finish before the frame's deadline."""
         if not msg.deadline or time.time() <= msg.deadline - self.refine_margin_s:

@@ -92,3 +92,16 @@ def test_restored_session_refines_the_same_frames(session):
     assert all(f.refined for f in got)
     assert all(np.array_equal(a.image.rgb(), b.image.rgb()) for a, b in zip(got, want,
                                                                              strict=True))
+
+
+def test_a_shed_frame_goes_on_unrefined_and_undecoded(session):
+    """Load shedding (the runner is behind on this session): the refiner does not drop the
+    frame, it forwards the body pass as it came."""
+    backing, start, rendered = session
+    refiner = build_stage(store=AvatarStore(backing=backing))
+    run_test(refiner, [start])
+    frame = _late(rendered[3], DEADLINE)
+    (f,) = refiner.shed(frame)
+    assert isinstance(f, m.FinalFrame) and not f.refined and refiner.degraded == 1
+    assert f.image is frame.image and repr(f.image).endswith(", jpeg)")
+    assert (f.index, f.pts, f.deadline) == (frame.index, frame.pts, frame.deadline)

@@ -87,6 +87,7 @@ class RedisBus(Bus):
                          for name in ("OPEN", "OWN", "COMMIT")}
         self._tasks = TaskGroup(f"bus-{self.consumer}")
         self._draining = False
+        self._expiry_set: dict[str, float] = {}  # source stream -> when its TTL was renewed
 
     # -- the source side (the gateway) ---------------------------------------------------
 
@@ -101,10 +102,17 @@ class RedisBus(Bus):
                 args=[keys.GROUP_OF[topic], self.ttl_ms, sid, self.consumer,
                       *keys.STAGE_GROUPS])
         key = keys.stream(sid, keys.CTL if msg.tier is m.Tier.URGENT else topic)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.xadd(key, fields, maxlen=self.settings.stream_maxlen, approximate=True)
-            p.pexpire(key, self.ttl_ms)
-            await p.execute()
+        now = time.monotonic()
+        if now - self._expiry_set.get(key, -1e9) < self.ttl_ms / 4000:
+            # The key's lifetime was renewed moments ago: one command, one round trip.
+            await self.redis.xadd(key, fields, maxlen=self.settings.stream_maxlen,
+                                  approximate=True)
+        else:
+            async with self.redis.pipeline(transaction=False) as p:
+                p.xadd(key, fields, maxlen=self.settings.stream_maxlen, approximate=True)
+                p.pexpire(key, self.ttl_ms)
+                await p.execute()
+            self._expiry_set[key] = now
         if msg.tier is m.Tier.URGENT and isinstance(msg, m.Interrupt):
             for c in self._consumers.values():  # our own readers drop the old turn too
                 s = c.sessions.get(sid)
@@ -129,6 +137,8 @@ class RedisBus(Bus):
 
     async def end_session(self, sid: str) -> None:
         """Deletes what is left of a session at its source (control and frames streams)."""
+        for topic in (keys.CTL, AUDIO):
+            self._expiry_set.pop(keys.stream(sid, topic), None)
         await self.redis.delete(keys.stream(sid, keys.CTL), keys.stream(sid, FRAMES),
                                 keys.stream(sid, AUDIO), keys.own(keys.GATEWAY_GROUP, sid))
 

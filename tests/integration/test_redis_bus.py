@@ -201,3 +201,21 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
           f"{slow * 1e3:.0f} ms")
     assert everything == list(range(12))
     assert ran[-1] == 11 and len(ran) <= 6 and ran == sorted(ran)
+
+
+def test_source_streams_always_carry_a_lifetime(redis_url: str) -> None:
+    """Publishing renews a stream's TTL only now and then (one command per message instead
+    of two), yet every stream a source writes expires if the session is abandoned."""
+    import redis as sync_redis
+
+    async def main() -> None:
+        source = _bus(redis_url, "gateway", "gw-ttl")
+        await _open(source, "s-ttl", 20)
+        await source.publish(AUDIO, m.Interrupt(session_id="s-ttl", index=1), turn=1)
+        await source.close()
+
+    asyncio.run(main())
+    r = sync_redis.Redis.from_url(redis_url)
+    for topic in (AUDIO, keys.CTL):
+        ttl = r.pttl(keys.stream("s-ttl", topic))
+        assert 0 < ttl <= 60_000, (topic, ttl)

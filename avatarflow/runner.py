@@ -4,10 +4,11 @@ For every delivery: restore the session if the bus says it was taken over, drop 
 already past its deadline (stages that keep no history only), run the stage, then commit the
 outputs, the acknowledgement and the session state together.
 
-Load shedding: a stage that keeps no history and has fallen ``shed_after_s`` behind on a frame
-while a newer frame of the same session is already waiting sheds it (``Stage.shed``: the
-renderer skips it, the refiner passes it on unrefined) instead of working through a queue;
-it catches up at once and the latency stays near one frame's work, not the deadline.
+Load shedding: a stage that keeps no history and is more than ``shed_after_s`` past a frame's
+due time (its deadline minus the budget) while a newer frame of the same session is already
+waiting sheds it (``Stage.shed``: the renderer skips it, the refiner passes it on unrefined)
+instead of working through a queue; it catches up at once and the latency stays near one
+frame's work, not the deadline.
 """
 
 from __future__ import annotations
@@ -161,8 +162,11 @@ class StageRunner:
             self.stats.dropped += 1
             self.meter.dropped.inc()
             return msg, DROP
-        if (self.shed_after_s and d.published_at
-                and now - d.published_at > self.shed_after_s
+        # Behind: past the frame's due time (its audio's arrival, or its place on the real-time
+        # clock when audio came early) by more than shed_after_s. Frames of audio sent ahead
+        # of time are not behind, however long they queue.
+        due = msg.deadline - self.budget_s
+        if (self.shed_after_s and now - due > self.shed_after_s
                 and (superseded or self.bus.newer_waiting(d))):
             self.stats.shed += 1
             return msg, SHED

@@ -46,7 +46,7 @@ class Settings:
     stream_maxlen: int = 2048  # entries kept per session stream (approximate trim)
     avatar_ttl_s: float = 3600.0  # cached portrait analyses
     frame_budget_ms: float = 500.0  # a frame is late this long after its audio is due
-    shed_after_ms: float = 100.0  # a frame waiting this long behind a newer one is shed; 0 = never
+    shed_after_ms: float = 100.0  # shed a frame this far past due if a newer one waits; 0 = off
     stall_ms: float = 150.0  # audio this far behind the clock is filled with silence
     summary_s: float = 2.0  # period of latency summaries sent to the client
     max_message_mb: float = 16.0  # largest gRPC message accepted (a portrait upload)

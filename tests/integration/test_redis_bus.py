@@ -178,13 +178,13 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
         stage_bus = _bus(redis_url, "audio-encoder", f"enc-{sid}")
         stage = Slow()
         runner = StageRunner(StageSpec("audio-encoder", "none", AUDIO, FEATURES), stage,
-                             stage_bus, batch=4, shed_after_s=shed_after_s)
+                             stage_bus, batch=4, budget_s=1.0, shed_after_s=shed_after_s)
         await source.publish(AUDIO, m.SessionStart(session_id=sid))
         t0 = _time.monotonic()
         for i in range(12):
             await source.publish(AUDIO, m.AudioFeatures(
                 session_id=sid, index=i, features=np.zeros(4, np.float32),
-                deadline=_time.time() + 5.0))
+                deadline=_time.time() + 1.0))  # due now (deadline = due + budget)
         task = asyncio.create_task(runner.run())
         while 11 not in stage.ran:
             await asyncio.sleep(0.005)

@@ -1,7 +1,8 @@
-"""Load shedding in the stage runner: a stage that keeps no history and has held a frame longer
-than ``shed_after_s`` while a newer frame of the same session waits skips it (or, the refiner,
-passes it on unrefined), so it catches up instead of working through a queue. The newest frame
-of a session is never shed, and stages with history never shed."""
+"""Load shedding in the stage runner: a stage that keeps no history and is more than
+``shed_after_s`` past a frame's due time while a newer frame of the same session waits skips it
+(or, the refiner, passes it on unrefined), so it catches up instead of working through a queue.
+The newest frame of a session is never shed, frames not yet due are never shed, and stages with
+history never shed."""
 
 from __future__ import annotations
 
@@ -50,17 +51,22 @@ class Waiting(MemoryBus):
         return delivery.msg.session_id in self.newer
 
 
-def _delivery(sid: str, i: int, waited_s: float) -> Delivery:
+BUDGET_S = 0.5
+
+
+def _delivery(sid: str, i: int, behind_s: float) -> Delivery:
+    """A frame due ``behind_s`` ago (negative: due in the future, its audio came early)."""
     now = time.time()
     msg = m.AudioFeatures(session_id=sid, index=i, features=np.zeros(2, np.float32),
-                          deadline=now + 0.5)
-    return Delivery(msg, "in", "worker-workers", published_at=now - waited_s)
+                          deadline=now - behind_s + BUDGET_S)
+    return Delivery(msg, "in", "worker-workers", published_at=now - 0.01)
 
 
 def _run(stage: Stage, bus: MemoryBus, batch: list[Delivery], shed_after_s: float = 0.1
          ) -> tuple[StageRunner, list[int]]:
     bus.subscribe("out", "sink")
-    runner = StageRunner(SPEC, stage, bus, batch=len(batch), shed_after_s=shed_after_s)
+    runner = StageRunner(SPEC, stage, bus, batch=len(batch), budget_s=BUDGET_S,
+                         shed_after_s=shed_after_s)
 
     async def main() -> list[int]:
         await runner.handle(batch)
@@ -88,6 +94,14 @@ def test_within_a_batch_only_the_newest_frame_of_a_session_survives() -> None:
     batch = [_delivery("a", i, 0.3 - 0.03 * i) for i in range(4)]
     runner, out = _run(stage, Waiting(set()), batch)
     assert stage.ran == [3] and out == [3] and runner.stats.shed == 3
+
+
+def test_frames_of_audio_sent_ahead_of_time_are_never_shed() -> None:
+    """A client that sends its audio in a burst queues frames that are not due yet."""
+    stage = Worker()
+    runner, out = _run(stage, Waiting({"a"}), [_delivery("a", i, -2.0 + 0.03 * i)
+                                               for i in range(4)])
+    assert out == [0, 1, 2, 3] and runner.stats.shed == 0
 
 
 def test_shedding_off_and_stages_with_history_run_everything() -> None:

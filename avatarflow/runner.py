@@ -169,6 +169,7 @@ class StageRunner:
         if (self.shed_after_s and now - due > self.shed_after_s
                 and (superseded or self.bus.newer_waiting(d))):
             self.stats.shed += 1
+            self.meter.shed.inc()
             return msg, SHED
         return msg, RUN
 

@@ -28,8 +28,12 @@ STAGE_LATE = Counter("avatarflow_stage_late_frames",
                      "Frames on which a stage spent more than one frame interval (33.3 ms).",
                      ["stage"])
 STAGE_DROPPED = Counter("avatarflow_stage_dropped_frames",
-                        "Frames a stage dropped because they were already past their deadline.",
+                        "Frames a stage dropped: past their deadline, or shed and not passed on.",
                         ["stage"])
+STAGE_SHED = Counter("avatarflow_stage_shed_frames",
+                     "Frames a stage shed under load (skipped, or passed on unprocessed) because "
+                     "it was behind on them and a newer frame of the session was waiting.",
+                     ["stage"])
 STAGE_PROCESS = Histogram("avatarflow_stage_frame_seconds",
                           "Time a stage spent on one frame.", ["stage"],
                           buckets=LATENCY_BUCKETS)
@@ -68,6 +72,7 @@ class StageMeter:
         self.frames = STAGE_FRAMES.labels(stage)
         self.late = STAGE_LATE.labels(stage)
         self.dropped = STAGE_DROPPED.labels(stage)
+        self.shed = STAGE_SHED.labels(stage)
         self.process = STAGE_PROCESS.labels(stage)
         self.latency = STAGE_LATENCY.labels(stage)
         self.queue = STAGE_QUEUE.labels(stage)

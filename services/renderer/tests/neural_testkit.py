@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -46,6 +47,16 @@ FILES = {"appearance_feature_extractor": "base_models/appearance_feature_extract
          "warping_module": "base_models/warping_module.pth",
          "spade_generator": "base_models/spade_generator.pth"}
 RETARGETING = "retargeting_models/stitching_retargeting_module.pth"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test of a module that imports this fixture runs torch on one thread, as a
+    service replica does (and so that two cores are not oversubscribed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def randomise(module: torch.nn.Module, seed: int) -> None:

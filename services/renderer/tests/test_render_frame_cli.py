@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from neural_testkit import FILES, full_weights, reference_run, smooth_image, tiny_weights
+from neural_testkit import (
+    FILES,
+    full_weights,
+    one_thread,  # noqa: F401 - an autouse fixture
+    reference_run,
+    smooth_image,
+    tiny_weights,
+)
 from PIL import Image
 
 from avatarflow.cli.main import main
 from avatarflow_renderer.engines.neural import RendererNetwork
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def save_png(path: Path, img: np.ndarray) -> str:

@@ -13,6 +13,7 @@ from neural_testkit import (
     RETARGETING,
     TINY_PARAMS,
     full_weights,
+    one_thread,  # noqa: F401 - an autouse fixture
     reference_modules,
     reference_run,
     reference_wrapper,
@@ -26,14 +27,6 @@ from avatarflow_renderer.engines.neural_net import LIVEPORTRAIT_PARAMS, LivePort
 
 pytest.importorskip("mimic_head")
 TOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from neural_testkit import motion, randomise, reference_wrapper, synthetic_avatar, tiny_weights
+from neural_testkit import (
+    motion,
+    one_thread,  # noqa: F401 - an autouse fixture
+    randomise,
+    reference_wrapper,
+    synthetic_avatar,
+    tiny_weights,
+)
 from PIL import Image
 
 from avatarflow import messages as m
@@ -22,14 +29,6 @@ from avatarflow_renderer.engines import create
 from avatarflow_renderer.engines.neural import RendererNetwork
 from avatarflow_renderer.engines.neural_net import UpperBodyNetwork
 from avatarflow_renderer.models.upperbody import UpperBodyConfig, UpperBodyRenderer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from neural_testkit import FILES, motion, randomise, synthetic_avatar, tiny_weights
+from neural_testkit import (
+    FILES,
+    motion,
+    one_thread,  # noqa: F401 - an autouse fixture
+    randomise,
+    synthetic_avatar,
+    tiny_weights,
+)
 
 from avatarflow.errors import Unavailable
 from avatarflow.net import free_port
@@ -20,14 +27,6 @@ from avatarflow_renderer.models.upperbody import UpperBodyConfig, UpperBodyRende
 
 pytest.importorskip("tritonclient")
 GENERATOR_FILES = ("appearance_feature_extractor", "warping_module", "spade_generator")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _refuse(self, *args, **kwargs):

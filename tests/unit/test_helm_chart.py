@@ -238,6 +238,18 @@ def test_every_component_has_deployment_service_and_pdb(profile: str) -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
+def test_gateway_reaches_every_renderer_pod(profile: str) -> None:
+    """The renderer Service is headless and the gateway is told its name: with round_robin
+    the gateway's channel spreads portrait analyses over all renderer pods."""
+    name = f"{PREFIX}-renderer"
+    assert one(profile, "Service", name)["spec"]["clusterIP"] == "None"
+    assert one(profile, "Service", f"{PREFIX}-gateway")["spec"].get("clusterIP") != "None"
+    pod = one(profile, "Deployment", f"{PREFIX}-gateway")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["AVATARFLOW_RENDERER_TARGET"] == f"{name}:{DEFAULT_PORTS['renderer']}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
 def test_components_serve_and_probe_the_grpc_health_service(profile: str) -> None:
     for svc in SERVICES:
         c = container(profile, svc)

@@ -15,11 +15,20 @@ from avatarflow.v1 import api_pb2_grpc, internal_pb2_grpc
 from avatarflow_gateway.servicer import AvatarsServicer
 
 
+def renderer_channel_target(target: str) -> str:
+    """The renderer address as a DNS target, so that a name resolving to several renderer
+    pods (the chart's headless Service) gets one subchannel per pod, used in turn."""
+    return target if "://" in target or target.startswith(("dns:", "unix:", "ipv4:", "ipv6:")) \
+        else f"dns:///{target}"
+
+
 async def serve(settings: Settings) -> None:
     bus = RedisBus(settings, block_ms=20)
     limit = int(settings.max_message_mb * 1024 * 1024)
-    channel = grpc.aio.insecure_channel(settings.renderer_target, options=[
-        ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+    channel = grpc.aio.insecure_channel(renderer_channel_target(settings.renderer_target),
+                                        options=[("grpc.max_send_message_length", limit),
+                                                 ("grpc.max_receive_message_length", limit),
+                                                 ("grpc.lb_policy_name", "round_robin")])
     servicer = AvatarsServicer(settings, bus, internal_pb2_grpc.PortraitsStub(channel))
     metrics.track_sessions("gateway", lambda: len(servicer.sessions))
     metrics.GATEWAY_FPS.set_function(servicer.mean_fps)

@@ -46,3 +46,12 @@ def test_audio_bytes() -> None:
         pcm_from_bytes(b"\x01", 16000)
     with pytest.raises(InvalidInput, match="at most 10 s"):
         pcm_from_bytes(bytes(2 * 16000 * 11), 16000)
+
+
+def test_the_renderer_target_resolves_every_address_of_its_name() -> None:
+    from avatarflow_gateway.server import renderer_channel_target
+
+    assert renderer_channel_target("af-renderer:50063") == "dns:///af-renderer:50063"
+    assert renderer_channel_target("127.0.0.1:50063") == "dns:///127.0.0.1:50063"
+    for explicit in ("dns:///r:1", "unix:/tmp/r.sock", "ipv4:10.0.0.1:1,10.0.0.2:1"):
+        assert renderer_channel_target(explicit) == explicit

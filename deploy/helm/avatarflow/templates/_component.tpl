@@ -190,6 +190,11 @@ metadata:
   {{- end }}
 spec:
   type: {{ $c.service.type }}
+  {{- if and (eq .component "renderer") (eq $c.service.type "ClusterIP") }}
+  # Headless: the gateway resolves every renderer pod and spreads portrait analyses over them
+  # (gRPC round_robin); a virtual IP would pin its one long-lived channel to a single pod.
+  clusterIP: None
+  {{- end }}
   selector:
     {{- include "avatarflow.selectorLabels" . | nindent 4 }}
   ports:

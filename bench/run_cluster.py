@@ -8,7 +8,10 @@ Measures, in one run:
   consumer of a private redis-server;
 - per-hop latency inside the running pipeline (publish upstream -> decoded here, queueing
   included) and bytes per frame on every hop, from each stage's Status;
-- the largest number of concurrent sessions held at 30 fps with under 1% late frames.
+- the largest number of concurrent sessions held at 30 fps with under 1% late frames;
+- overload, side by side: more 512x768 sessions than the machine holds, on a cluster with load
+  shedding (the default) and on one without (``AVATARFLOW_SHED_AFTER_MS=0``): latency,
+  delivered fps and what each stage dropped or passed on unrefined.
 """
 
 from __future__ import annotations
@@ -90,10 +93,39 @@ def _capacity(target: str, avatar_id: str, pcm, rate: int, w: int, h: int,
     return {"max_sessions": best, "trials": trials}
 
 
+def _overload(image: bytes, pcm, rate: int, n: int, w: int = 512, h: int = 768) -> dict:
+    """``n`` sessions at once on a fresh cluster with shedding on, then on one with it off."""
+    from avatarflow.client import AvatarClient
+    from avatarflow.cluster import LocalCluster
+
+    out = {}
+    for name, env in (("shedding", {}), ("no shedding", {"AVATARFLOW_SHED_AFTER_MS": "0"})):
+        with LocalCluster(env=env) as cluster:
+            async def register() -> str:
+                async with AvatarClient(cluster.gateway_target) as c:
+                    return (await c.register(image, width=w, height=h)).avatar_id
+
+            avatar_id = asyncio.run(register())
+            recs = asyncio.run(_sessions(cluster.gateway_target, avatar_id, pcm, rate, n, w, h))
+            figs = [_session_figures(r, pcm.size / rate) for r in recs]
+            status = asyncio.run(_status(cluster))
+        out[name] = {
+            "latency_p50_ms": float(np.median([f["latency_p50_ms"] for f in figs])),
+            "latency_p99_ms": max(f["latency_p99_ms"] for f in figs),
+            "min_fps": min(f["fps"] for f in figs),
+            "delivered": sum(f["frames"] for f in figs) / sum(f["expected"] for f in figs),
+            "renderer_dropped": status["renderer"]["dropped"],
+            "refiner_unrefined": status["refiner"]["degraded"]}
+        print(f"  {name}: {out[name]}")
+    return {"sessions": n, "size": f"{w}x{h}", "runs": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--max-sessions", type=int, default=6)
+    ap.add_argument("--overload-sessions", type=int, default=3,
+                    help="512x768 sessions for the overload comparison (0 skips it)")
     a = ap.parse_args()
     from avatarflow.cli.inputs import astronaut_png, speech_with_pauses
     from avatarflow.client import AvatarClient
@@ -134,6 +166,9 @@ def main() -> None:
         results["capacity"] = {
             f"{w}x{h}": _capacity(cluster.gateway_target, avatar_id, cap_pcm, rate, w, h,
                                   a.max_sessions) for w, h in ((512, 768), (256, 384))}
+    if a.overload_sessions:
+        print(f"overload: {a.overload_sessions} sessions at 512x768, shedding on and off...")
+        results["overload"] = _overload(image, pcm[:int(6 * rate)], rate, a.overload_sessions)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(results, indent=2, default=str))
@@ -177,6 +212,17 @@ def _table(r: dict) -> str:
         trials = "; ".join(f"{n}: {t['late_fraction']:.1%}, {t['min_fps']:.1f}, "
                            f"{t['latency_p50_ms']:.0f}" for n, t in c["trials"].items())
         lines.append(f"| {size} | {c['max_sessions']} | {trials} |")
+    if "overload" in r:
+        o = r["overload"]
+        lines += ["", f"## Overload: {o['sessions']} sessions at {o['size']}, load shedding on "
+                  "and off (a fresh cluster each, same run)", "",
+                  "| cluster | latency p50 ms (median of sessions) | latency p99 ms (worst "
+                  "session) | min fps | frames delivered | renderer dropped | refiner "
+                  "unrefined |", "|---|---|---|---|---|---|---|"]
+        for name, x in o["runs"].items():
+            lines.append(f"| {name} | {x['latency_p50_ms']:.0f} | {x['latency_p99_ms']:.0f} | "
+                         f"{x['min_fps']:.1f} | {x['delivered']:.1%} | {x['renderer_dropped']} "
+                         f"| {x['refiner_unrefined']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from avatarflow import messages as m
-from avatarflow import tensor
+from avatarflow import style, tensor
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
 from avatarflow.picture import Picture
@@ -91,6 +91,8 @@ def to_proto(msg: m.Message, out: Any = None, *, raw_pictures: bool = False) -> 
         setattr(out, name, getattr(msg, name))
     if isinstance(msg, m.SessionStart | m.ControlUpdate):
         out.controls.CopyFrom(_controls_to_pb(msg.controls))
+    if isinstance(msg, m.SessionStart) and msg.style is not None:
+        style.to_pb(msg.style, out.style)
     if isinstance(msg, m.RenderedFrame):
         to_proto(msg.motion, out.motion)
     return out
@@ -109,6 +111,8 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
         kwargs[name] = getattr(p, name)
     if cls in (m.SessionStart, m.ControlUpdate):
         kwargs["controls"] = controls_from_pb(p.controls)
+    if cls is m.SessionStart and p.HasField("style"):
+        kwargs["style"] = style.from_pb(p.style)
     if cls is m.RenderedFrame:
         kwargs["motion"] = from_proto(m.MotionFrame, p.motion)
     return cls(**kwargs)

@@ -15,6 +15,7 @@ import numpy as np
 
 from avatarflow.controls import Controls
 from avatarflow.picture import Picture
+from avatarflow.style import StyleReference
 
 
 class Tier(IntEnum):
@@ -48,6 +49,7 @@ class SessionStart(Message):
     height: int = 768
     fps: float = 30.0
     controls: Controls = field(default_factory=Controls)
+    style: StyleReference | None = None  # speaking-style reference for motion-gen
 
 
 @dataclass(kw_only=True, slots=True)

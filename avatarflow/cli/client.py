@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose-amplitude", type=float, default=1.0, help="0..2")
     p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", help="speaking-style reference .npz (avatarflow style-reference)")
     p.add_argument("--no-realtime", action="store_true",
                    help="send the audio as fast as the gateway takes it")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds")
@@ -105,6 +106,10 @@ def _run(args: argparse.Namespace) -> dict:
                                      seed=args.seed)
     config = api_pb2.SessionConfig(sample_rate=rate, output=output, controls=controls,
                                    encoding=ENCODINGS[args.encoding])
+    if args.style:
+        from avatarflow import style
+
+        style.to_pb(style.load(args.style), config.style)
     return asyncio.run(_session(args, image, config, pcm, out))
 
 

@@ -19,6 +19,7 @@ from avatarflow.images import decode_image
 from avatarflow.output import DEFAULT_SIZE, MODES, validate_output
 from avatarflow.pipeline import EmbeddedPipeline, build_stages
 from avatarflow.settings import Settings
+from avatarflow.style import load as load_style
 from avatarflow.topology import DEFAULT_ENGINES
 
 CHUNK_S = 0.02
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose-amplitude", type=float, default=1.0, help="0..2")
     p.add_argument("--emotion", choices=EMOTIONS, default="neutral")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", help="speaking-style reference .npz (avatarflow style-reference)")
     for stage, engine in DEFAULT_ENGINES.items():
         p.add_argument(f"--{stage}-engine", default=None,
                        help=f"default: AVATARFLOW_{stage.upper().replace('-', '_')}_ENGINE "
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> dict:
     image_path = Path(args.image)
     if not image_path.is_file():
         raise InvalidInput(f"image file {image_path} does not exist")
+    style = load_style(args.style) if args.style else None
     image = image_path.read_bytes()
     decode_image(image)  # fail fast, before loading any model
     pcm, rate = load_audio(args.audio)
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> dict:
     pipeline = EmbeddedPipeline(build_stages(engines, options))
     sid = uuid.uuid4().hex[:12]
     start = m.SessionStart(session_id=sid, image=image, sample_rate=rate, mode=args.mode,
-                           width=width, height=height, fps=args.fps, controls=controls)
+                           width=width, height=height, fps=args.fps, controls=controls,
+                           style=style)
     expected = int(np.ceil(pcm.size / rate * args.fps))
     writer = Mp4Writer(out, width, height, args.fps, sample_rate=rate, preset=args.preset)
     encode_s: list[float] = []

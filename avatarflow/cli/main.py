@@ -20,7 +20,7 @@ def _cluster_commands() -> list:
 
 def _parser() -> argparse.ArgumentParser:
     global _CLUSTER_COMMANDS
-    from avatarflow.cli import demo, render_frame, serve
+    from avatarflow.cli import demo, render_frame, serve, style_reference
 
     _CLUSTER_COMMANDS = _cluster_commands()
 
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run one service of the distributed pipeline (what a container runs)"))
     for name, module, text in _CLUSTER_COMMANDS:
         module.add_arguments(sub.add_parser(name, help=text))
+    style_reference.add_arguments(sub.add_parser(
+        "style-reference", help="extract a speaking-style reference from a video"))
     render_frame.add_arguments(sub.add_parser(
         "render-frame", help="render one frame from LivePortrait weights (debugging)"))
     return p
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import serve
 
             return serve.run(args)
+        elif args.command == "style-reference":
+            from avatarflow.cli import style_reference
+
+            return style_reference.run(args)
         elif args.command == "render-frame":
             from avatarflow.cli import render_frame
 

@@ -15,15 +15,15 @@ _sym_db = _symbol_database.Default()
 from avatarflow.v1 import pipeline_pb2 as avatarflow_dot_v1_dot_pipeline__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatarflow/v1/api.proto\x12\ravatarflow.v1\x1a\x1c\x61vatarflow/v1/pipeline.proto\"H\n\x0cOutputFormat\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\"S\n\x15RegisterAvatarRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\"g\n\x16RegisterAvatarResponse\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12\r\n\x05ttl_s\x18\x03 \x01(\x03\"\xde\x01\n\rSessionConfig\x12\x13\n\tavatar_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12+\n\x06output\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.avatarflow.v1.FrameEncoding\x12)\n\x08\x63ontrols\x18\x06 \x01(\x0b\x32\x17.avatarflow.v1.ControlsB\n\n\x08portrait\"\x1a\n\tAudioData\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\":\n\rControlChange\x12)\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32\x17.avatarflow.v1.Controls\"\x12\n\x10InterruptRequest\"\n\n\x08\x45ndAudio\"\x83\x02\n\x0eSessionRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.avatarflow.v1.SessionConfigH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.avatarflow.v1.AudioDataH\x00\x12\x30\n\x08\x63ontrols\x18\x03 \x01(\x0b\x32\x1c.avatarflow.v1.ControlChangeH\x00\x12\x34\n\tinterrupt\x18\x04 \x01(\x0b\x32\x1f.avatarflow.v1.InterruptRequestH\x00\x12&\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x17.avatarflow.v1.EndAudioH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tavatar_id\x18\x02 \x01(\t\x12+\n\x06output\x18\x03 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12.\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1c.avatarflow.v1.FrameEncoding\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"V\n\nVideoFrame\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0b\n\x03pts\x18\x02 \x01(\x01\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\x0f\n\x07refined\x18\x05 \x01(\x08\"^\n\x0eLatencySummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\")\n\x08\x41udioGap\x12\x0b\n\x03pts\x18\x01 \x01(\x01\x12\x10\n\x08\x64uration\x18\x02 \x01(\x01\"\x83\x01\n\x0cSessionEvent\x12\x11\n\x07warning\x18\x01 \x01(\tH\x00\x12\x30\n\x07latency\x18\x02 \x01(\x0b\x32\x1d.avatarflow.v1.LatencySummaryH\x00\x12&\n\x03gap\x18\x03 \x01(\x0b\x32\x17.avatarflow.v1.AudioGapH\x00\x42\x06\n\x04kind\"s\n\x0cSessionEnded\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12.\n\x07latency\x18\x04 \x01(\x0b\x32\x1d.avatarflow.v1.LatencySummary\"\xd3\x01\n\x0fSessionResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.avatarflow.v1.SessionStartedH\x00\x12*\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x19.avatarflow.v1.VideoFrameH\x00\x12,\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.avatarflow.v1.SessionEventH\x00\x12,\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.SessionEndedH\x00\x42\x06\n\x04kind*d\n\rFrameEncoding\x12\x1e\n\x1a\x46RAME_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46RAME_ENCODING_JPEG\x10\x01\x12\x1a\n\x16\x46RAME_ENCODING_RAW_RGB\x10\x02\x32\xb6\x01\n\x07\x41vatars\x12]\n\x0eRegisterAvatar\x12$.avatarflow.v1.RegisterAvatarRequest\x1a%.avatarflow.v1.RegisterAvatarResponse\x12L\n\x07Session\x12\x1d.avatarflow.v1.SessionRequest\x1a\x1e.avatarflow.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vatarflow/v1/api.proto\x12\ravatarflow.v1\x1a\x1c\x61vatarflow/v1/pipeline.proto\"H\n\x0cOutputFormat\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\"S\n\x15RegisterAvatarRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\"g\n\x16RegisterAvatarResponse\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12+\n\x06output\x18\x02 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12\r\n\x05ttl_s\x18\x03 \x01(\x03\"\x8c\x02\n\rSessionConfig\x12\x13\n\tavatar_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12+\n\x06output\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.avatarflow.v1.FrameEncoding\x12)\n\x08\x63ontrols\x18\x06 \x01(\x0b\x32\x17.avatarflow.v1.Controls\x12,\n\x05style\x18\x07 \x01(\x0b\x32\x1d.avatarflow.v1.StyleReferenceB\n\n\x08portrait\"\x1a\n\tAudioData\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\":\n\rControlChange\x12)\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32\x17.avatarflow.v1.Controls\"\x12\n\x10InterruptRequest\"\n\n\x08\x45ndAudio\"\x83\x02\n\x0eSessionRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.avatarflow.v1.SessionConfigH\x00\x12)\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x18.avatarflow.v1.AudioDataH\x00\x12\x30\n\x08\x63ontrols\x18\x03 \x01(\x0b\x32\x1c.avatarflow.v1.ControlChangeH\x00\x12\x34\n\tinterrupt\x18\x04 \x01(\x0b\x32\x1f.avatarflow.v1.InterruptRequestH\x00\x12&\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x17.avatarflow.v1.EndAudioH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tavatar_id\x18\x02 \x01(\t\x12+\n\x06output\x18\x03 \x01(\x0b\x32\x1b.avatarflow.v1.OutputFormat\x12.\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1c.avatarflow.v1.FrameEncoding\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x05\"V\n\nVideoFrame\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0b\n\x03pts\x18\x02 \x01(\x01\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\x0f\n\x07refined\x18\x05 \x01(\x08\"^\n\x0eLatencySummary\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x0e\n\x06p50_ms\x18\x03 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x04 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x05 \x01(\x01\")\n\x08\x41udioGap\x12\x0b\n\x03pts\x18\x01 \x01(\x01\x12\x10\n\x08\x64uration\x18\x02 \x01(\x01\"\x83\x01\n\x0cSessionEvent\x12\x11\n\x07warning\x18\x01 \x01(\tH\x00\x12\x30\n\x07latency\x18\x02 \x01(\x0b\x32\x1d.avatarflow.v1.LatencySummaryH\x00\x12&\n\x03gap\x18\x03 \x01(\x0b\x32\x17.avatarflow.v1.AudioGapH\x00\x42\x06\n\x04kind\"s\n\x0cSessionEnded\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12.\n\x07latency\x18\x04 \x01(\x0b\x32\x1d.avatarflow.v1.LatencySummary\"\xd3\x01\n\x0fSessionResponse\x12\x30\n\x07started\x18\x01 \x01(\x0b\x32\x1d.avatarflow.v1.SessionStartedH\x00\x12*\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x19.avatarflow.v1.VideoFrameH\x00\x12,\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.avatarflow.v1.SessionEventH\x00\x12,\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.SessionEndedH\x00\x42\x06\n\x04kind*d\n\rFrameEncoding\x12\x1e\n\x1a\x46RAME_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46RAME_ENCODING_JPEG\x10\x01\x12\x1a\n\x16\x46RAME_ENCODING_RAW_RGB\x10\x02\x32\xb6\x01\n\x07\x41vatars\x12]\n\x0eRegisterAvatar\x12$.avatarflow.v1.RegisterAvatarRequest\x1a%.avatarflow.v1.RegisterAvatarResponse\x12L\n\x07Session\x12\x1d.avatarflow.v1.SessionRequest\x1a\x1e.avatarflow.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avatarflow.v1.api_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_FRAMEENCODING']._serialized_start=1807
-  _globals['_FRAMEENCODING']._serialized_end=1907
+  _globals['_FRAMEENCODING']._serialized_start=1853
+  _globals['_FRAMEENCODING']._serialized_end=1953
   _globals['_OUTPUTFORMAT']._serialized_start=72
   _globals['_OUTPUTFORMAT']._serialized_end=144
   _globals['_REGISTERAVATARREQUEST']._serialized_start=146
@@ -31,31 +31,31 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_REGISTERAVATARRESPONSE']._serialized_start=231
   _globals['_REGISTERAVATARRESPONSE']._serialized_end=334
   _globals['_SESSIONCONFIG']._serialized_start=337
-  _globals['_SESSIONCONFIG']._serialized_end=559
-  _globals['_AUDIODATA']._serialized_start=561
-  _globals['_AUDIODATA']._serialized_end=587
-  _globals['_CONTROLCHANGE']._serialized_start=589
-  _globals['_CONTROLCHANGE']._serialized_end=647
-  _globals['_INTERRUPTREQUEST']._serialized_start=649
-  _globals['_INTERRUPTREQUEST']._serialized_end=667
-  _globals['_ENDAUDIO']._serialized_start=669
-  _globals['_ENDAUDIO']._serialized_end=679
-  _globals['_SESSIONREQUEST']._serialized_start=682
-  _globals['_SESSIONREQUEST']._serialized_end=941
-  _globals['_SESSIONSTARTED']._serialized_start=944
-  _globals['_SESSIONSTARTED']._serialized_end=1113
-  _globals['_VIDEOFRAME']._serialized_start=1115
-  _globals['_VIDEOFRAME']._serialized_end=1201
-  _globals['_LATENCYSUMMARY']._serialized_start=1203
-  _globals['_LATENCYSUMMARY']._serialized_end=1297
-  _globals['_AUDIOGAP']._serialized_start=1299
-  _globals['_AUDIOGAP']._serialized_end=1340
-  _globals['_SESSIONEVENT']._serialized_start=1343
-  _globals['_SESSIONEVENT']._serialized_end=1474
-  _globals['_SESSIONENDED']._serialized_start=1476
-  _globals['_SESSIONENDED']._serialized_end=1591
-  _globals['_SESSIONRESPONSE']._serialized_start=1594
-  _globals['_SESSIONRESPONSE']._serialized_end=1805
-  _globals['_AVATARS']._serialized_start=1910
-  _globals['_AVATARS']._serialized_end=2092
+  _globals['_SESSIONCONFIG']._serialized_end=605
+  _globals['_AUDIODATA']._serialized_start=607
+  _globals['_AUDIODATA']._serialized_end=633
+  _globals['_CONTROLCHANGE']._serialized_start=635
+  _globals['_CONTROLCHANGE']._serialized_end=693
+  _globals['_INTERRUPTREQUEST']._serialized_start=695
+  _globals['_INTERRUPTREQUEST']._serialized_end=713
+  _globals['_ENDAUDIO']._serialized_start=715
+  _globals['_ENDAUDIO']._serialized_end=725
+  _globals['_SESSIONREQUEST']._serialized_start=728
+  _globals['_SESSIONREQUEST']._serialized_end=987
+  _globals['_SESSIONSTARTED']._serialized_start=990
+  _globals['_SESSIONSTARTED']._serialized_end=1159
+  _globals['_VIDEOFRAME']._serialized_start=1161
+  _globals['_VIDEOFRAME']._serialized_end=1247
+  _globals['_LATENCYSUMMARY']._serialized_start=1249
+  _globals['_LATENCYSUMMARY']._serialized_end=1343
+  _globals['_AUDIOGAP']._serialized_start=1345
+  _globals['_AUDIOGAP']._serialized_end=1386
+  _globals['_SESSIONEVENT']._serialized_start=1389
+  _globals['_SESSIONEVENT']._serialized_end=1520
+  _globals['_SESSIONENDED']._serialized_start=1522
+  _globals['_SESSIONENDED']._serialized_end=1637
+  _globals['_SESSIONRESPONSE']._serialized_start=1640
+  _globals['_SESSIONRESPONSE']._serialized_end=1851
+  _globals['_AVATARS']._serialized_start=1956
+  _globals['_AVATARS']._serialized_end=2138
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from avatarflow.v1 import tensor_pb2 as avatarflow_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vatarflow/v1/pipeline.proto\x12\ravatarflow.v1\x1a\x1a\x61vatarflow/v1/tensor.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"v\n\x06Header\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0b\n\x03pts\x18\x03 \x01(\x01\x12*\n\x05trace\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.TraceContext\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\"_\n\x08\x43ontrols\x12\x1c\n\x14\x65xpression_intensity\x18\x01 \x01(\x02\x12\x16\n\x0epose_amplitude\x18\x02 \x01(\x02\x12\x0f\n\x07\x65motion\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"\xd1\x01\n\x0cSessionStart\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\x11\n\tavatar_id\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x08 \x01(\x01\x12)\n\x08\x63ontrols\x18\t \x01(\x0b\x32\x17.avatarflow.v1.Controls\"a\n\rControlUpdate\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12)\n\x08\x63ontrols\x18\x02 \x01(\x0b\x32\x17.avatarflow.v1.Controls\"2\n\tInterrupt\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\"3\n\nEndOfAudio\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\"l\n\nAudioChunk\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\"\n\x03pcm\x18\x03 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\"o\n\rAudioFeatures\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\'\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12\x0e\n\x06layout\x18\x03 \x01(\t\"\xe8\x02\n\x0bMotionFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\'\n\x08rotation\x18\x02 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12*\n\x0btranslation\x18\x03 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12\r\n\x05scale\x18\x04 \x01(\x02\x12)\n\nexpression\x18\x05 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12,\n\rhead_template\x18\x06 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12*\n\x0bhead_offset\x18\x07 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12#\n\x04\x62ody\x18\x08 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12$\n\x05hands\x18\t \x01(\x0b\x32\x15.avatarflow.v1.Tensor\"h\n\x07Picture\x12$\n\x03rgb\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.TensorH\x00\x12\x0e\n\x04jpeg\x18\x02 \x01(\x0cH\x00\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x42\x08\n\x06pixels\"\x89\x01\n\rRenderedFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.avatarflow.v1.Picture\x12*\n\x06motion\x18\x03 \x01(\x0b\x32\x1a.avatarflow.v1.MotionFrame\"k\n\nFinalFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.avatarflow.v1.Picture\x12\x0f\n\x07refined\x18\x03 \x01(\x08\"\xa0\x04\n\x08\x45nvelope\x12\x34\n\rsession_start\x18\x01 \x01(\x0b\x32\x1b.avatarflow.v1.SessionStartH\x00\x12\x36\n\x0e\x63ontrol_update\x18\x02 \x01(\x0b\x32\x1c.avatarflow.v1.ControlUpdateH\x00\x12-\n\tinterrupt\x18\x03 \x01(\x0b\x32\x18.avatarflow.v1.InterruptH\x00\x12\x31\n\x0c\x65nd_of_audio\x18\x04 \x01(\x0b\x32\x19.avatarflow.v1.EndOfAudioH\x00\x12\x30\n\x0b\x61udio_chunk\x18\x05 \x01(\x0b\x32\x19.avatarflow.v1.AudioChunkH\x00\x12\x36\n\x0e\x61udio_features\x18\x06 \x01(\x0b\x32\x1c.avatarflow.v1.AudioFeaturesH\x00\x12\x32\n\x0cmotion_frame\x18\x07 \x01(\x0b\x32\x1a.avatarflow.v1.MotionFrameH\x00\x12\x36\n\x0erendered_frame\x18\x08 \x01(\x0b\x32\x1c.avatarflow.v1.RenderedFrameH\x00\x12\x30\n\x0b\x66inal_frame\x18\t \x01(\x0b\x32\x19.avatarflow.v1.FinalFrameH\x00\x12\x34\n\rsession_error\x18\n \x01(\x0b\x32\x1b.avatarflow.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody\"g\n\x0cSessionError\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vatarflow/v1/pipeline.proto\x12\ravatarflow.v1\x1a\x1a\x61vatarflow/v1/tensor.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"v\n\x06Header\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0b\n\x03pts\x18\x03 \x01(\x01\x12*\n\x05trace\x18\x04 \x01(\x0b\x32\x1b.avatarflow.v1.TraceContext\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\"_\n\x08\x43ontrols\x12\x1c\n\x14\x65xpression_intensity\x18\x01 \x01(\x02\x12\x16\n\x0epose_amplitude\x18\x02 \x01(\x02\x12\x0f\n\x07\x65motion\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"I\n\x0eStyleReference\x12*\n\x0b\x65xpressions\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xff\x01\n\x0cSessionStart\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\x11\n\tavatar_id\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x08 \x01(\x01\x12)\n\x08\x63ontrols\x18\t \x01(\x0b\x32\x17.avatarflow.v1.Controls\x12,\n\x05style\x18\n \x01(\x0b\x32\x1d.avatarflow.v1.StyleReference\"a\n\rControlUpdate\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12)\n\x08\x63ontrols\x18\x02 \x01(\x0b\x32\x17.avatarflow.v1.Controls\"2\n\tInterrupt\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\"3\n\nEndOfAudio\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\"l\n\nAudioChunk\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\"\n\x03pcm\x18\x03 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\"o\n\rAudioFeatures\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\'\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12\x0e\n\x06layout\x18\x03 \x01(\t\"\xe8\x02\n\x0bMotionFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\'\n\x08rotation\x18\x02 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12*\n\x0btranslation\x18\x03 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12\r\n\x05scale\x18\x04 \x01(\x02\x12)\n\nexpression\x18\x05 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12,\n\rhead_template\x18\x06 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12*\n\x0bhead_offset\x18\x07 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12#\n\x04\x62ody\x18\x08 \x01(\x0b\x32\x15.avatarflow.v1.Tensor\x12$\n\x05hands\x18\t \x01(\x0b\x32\x15.avatarflow.v1.Tensor\"h\n\x07Picture\x12$\n\x03rgb\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.TensorH\x00\x12\x0e\n\x04jpeg\x18\x02 \x01(\x0cH\x00\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x42\x08\n\x06pixels\"\x89\x01\n\rRenderedFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.avatarflow.v1.Picture\x12*\n\x06motion\x18\x03 \x01(\x0b\x32\x1a.avatarflow.v1.MotionFrame\"k\n\nFinalFrame\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12%\n\x05image\x18\x02 \x01(\x0b\x32\x16.avatarflow.v1.Picture\x12\x0f\n\x07refined\x18\x03 \x01(\x08\"\xa0\x04\n\x08\x45nvelope\x12\x34\n\rsession_start\x18\x01 \x01(\x0b\x32\x1b.avatarflow.v1.SessionStartH\x00\x12\x36\n\x0e\x63ontrol_update\x18\x02 \x01(\x0b\x32\x1c.avatarflow.v1.ControlUpdateH\x00\x12-\n\tinterrupt\x18\x03 \x01(\x0b\x32\x18.avatarflow.v1.InterruptH\x00\x12\x31\n\x0c\x65nd_of_audio\x18\x04 \x01(\x0b\x32\x19.avatarflow.v1.EndOfAudioH\x00\x12\x30\n\x0b\x61udio_chunk\x18\x05 \x01(\x0b\x32\x19.avatarflow.v1.AudioChunkH\x00\x12\x36\n\x0e\x61udio_features\x18\x06 \x01(\x0b\x32\x1c.avatarflow.v1.AudioFeaturesH\x00\x12\x32\n\x0cmotion_frame\x18\x07 \x01(\x0b\x32\x1a.avatarflow.v1.MotionFrameH\x00\x12\x36\n\x0erendered_frame\x18\x08 \x01(\x0b\x32\x1c.avatarflow.v1.RenderedFrameH\x00\x12\x30\n\x0b\x66inal_frame\x18\t \x01(\x0b\x32\x19.avatarflow.v1.FinalFrameH\x00\x12\x34\n\rsession_error\x18\n \x01(\x0b\x32\x1b.avatarflow.v1.SessionErrorH\x00\x42\x06\n\x04\x62ody\"g\n\x0cSessionError\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.avatarflow.v1.Header\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -28,28 +28,30 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_HEADER']._serialized_end=250
   _globals['_CONTROLS']._serialized_start=252
   _globals['_CONTROLS']._serialized_end=347
-  _globals['_SESSIONSTART']._serialized_start=350
-  _globals['_SESSIONSTART']._serialized_end=559
-  _globals['_CONTROLUPDATE']._serialized_start=561
-  _globals['_CONTROLUPDATE']._serialized_end=658
-  _globals['_INTERRUPT']._serialized_start=660
-  _globals['_INTERRUPT']._serialized_end=710
-  _globals['_ENDOFAUDIO']._serialized_start=712
-  _globals['_ENDOFAUDIO']._serialized_end=763
-  _globals['_AUDIOCHUNK']._serialized_start=765
-  _globals['_AUDIOCHUNK']._serialized_end=873
-  _globals['_AUDIOFEATURES']._serialized_start=875
-  _globals['_AUDIOFEATURES']._serialized_end=986
-  _globals['_MOTIONFRAME']._serialized_start=989
-  _globals['_MOTIONFRAME']._serialized_end=1349
-  _globals['_PICTURE']._serialized_start=1351
-  _globals['_PICTURE']._serialized_end=1455
-  _globals['_RENDEREDFRAME']._serialized_start=1458
-  _globals['_RENDEREDFRAME']._serialized_end=1595
-  _globals['_FINALFRAME']._serialized_start=1597
-  _globals['_FINALFRAME']._serialized_end=1704
-  _globals['_ENVELOPE']._serialized_start=1707
-  _globals['_ENVELOPE']._serialized_end=2251
-  _globals['_SESSIONERROR']._serialized_start=2253
-  _globals['_SESSIONERROR']._serialized_end=2356
+  _globals['_STYLEREFERENCE']._serialized_start=349
+  _globals['_STYLEREFERENCE']._serialized_end=422
+  _globals['_SESSIONSTART']._serialized_start=425
+  _globals['_SESSIONSTART']._serialized_end=680
+  _globals['_CONTROLUPDATE']._serialized_start=682
+  _globals['_CONTROLUPDATE']._serialized_end=779
+  _globals['_INTERRUPT']._serialized_start=781
+  _globals['_INTERRUPT']._serialized_end=831
+  _globals['_ENDOFAUDIO']._serialized_start=833
+  _globals['_ENDOFAUDIO']._serialized_end=884
+  _globals['_AUDIOCHUNK']._serialized_start=886
+  _globals['_AUDIOCHUNK']._serialized_end=994
+  _globals['_AUDIOFEATURES']._serialized_start=996
+  _globals['_AUDIOFEATURES']._serialized_end=1107
+  _globals['_MOTIONFRAME']._serialized_start=1110
+  _globals['_MOTIONFRAME']._serialized_end=1470
+  _globals['_PICTURE']._serialized_start=1472
+  _globals['_PICTURE']._serialized_end=1576
+  _globals['_RENDEREDFRAME']._serialized_start=1579
+  _globals['_RENDEREDFRAME']._serialized_end=1716
+  _globals['_FINALFRAME']._serialized_start=1718
+  _globals['_FINALFRAME']._serialized_end=1825
+  _globals['_ENVELOPE']._serialized_start=1828
+  _globals['_ENVELOPE']._serialized_end=2372
+  _globals['_SESSIONERROR']._serialized_start=2374
+  _globals['_SESSIONERROR']._serialized_end=2477
 # @@protoc_insertion_point(module_scope)

@@ -155,3 +155,20 @@ def test_other_sessions_keep_going_while_bad_input_arrives(cluster, avatar_id: s
     rec = _run(cluster.gateway_target, main)
     assert rec.ended is not None and rec.indexes_strictly_increase
     assert len(rec.frames) >= 4 * 30 - 3
+
+
+@pytest.mark.parametrize("rows,cols,fps,code,words", [
+    (30, 6, 25.0, grpc.StatusCode.INVALID_ARGUMENT, "need T x 8"),
+    (4, 8, 25.0, grpc.StatusCode.OUT_OF_RANGE, "8..1800 frames, got 4"),
+    (30, 8, 500.0, grpc.StatusCode.OUT_OF_RANGE, "fps must be within"),
+])
+def test_bad_style_reference(cluster, avatar_id: str, rows: int, cols: int, fps: float,
+                             code: grpc.StatusCode, words: str) -> None:
+    from avatarflow import tensor
+
+    style = pipeline_pb2.StyleReference(
+        expressions=tensor.encode(np.zeros((rows, cols), np.float32)), fps=fps)
+    err = _run(cluster.gateway_target,
+               lambda c: _first_error(c, _cfg(avatar_id=avatar_id, style=style)))
+    assert err.code() == code
+    assert words in err.details()

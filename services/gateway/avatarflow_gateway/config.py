@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from avatarflow import messages as m
+from avatarflow import style as styles
 from avatarflow.codec import controls_from_pb
 from avatarflow.controls import Controls
 from avatarflow.errors import InvalidInput
@@ -31,6 +32,7 @@ class SessionSpec:
     controls: Controls
     avatar_id: str
     image: bytes
+    style: styles.StyleReference | None = None
 
     def output(self) -> api_pb2.OutputFormat:
         return api_pb2.OutputFormat(mode=self.mode, width=self.width, height=self.height,
@@ -39,7 +41,8 @@ class SessionSpec:
     def start(self, session_id: str, avatar_id: str) -> m.SessionStart:
         return m.SessionStart(session_id=session_id, avatar_id=avatar_id,
                               sample_rate=self.sample_rate, mode=self.mode, width=self.width,
-                              height=self.height, fps=self.fps, controls=self.controls)
+                              height=self.height, fps=self.fps, controls=self.controls,
+                              style=self.style)
 
 
 def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
@@ -53,6 +56,7 @@ def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
     o = c.output
     mode, width, height, fps = resolve_output(o.mode, o.width, o.height, o.fps)
     controls = controls_from_pb(c.controls) if c.HasField("controls") else Controls()
+    style = styles.from_pb(c.style) if c.HasField("style") else None
     which = c.WhichOneof("portrait")
     if which is None or (which == "avatar_id" and not c.avatar_id) or (
             which == "image" and not c.image):
@@ -61,7 +65,7 @@ def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
     return SessionSpec(sample_rate=c.sample_rate, mode=mode, width=width, height=height,
                        fps=fps, encoding=ENCODINGS[c.encoding], controls=controls,
                        avatar_id=c.avatar_id if which == "avatar_id" else "",
-                       image=c.image if which == "image" else b"")
+                       image=c.image if which == "image" else b"", style=style)
 
 
 def pcm_from_bytes(data: bytes, rate: int):

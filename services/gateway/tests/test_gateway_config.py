@@ -55,3 +55,49 @@ def test_the_renderer_target_resolves_every_address_of_its_name() -> None:
     assert renderer_channel_target("127.0.0.1:50063") == "dns:///127.0.0.1:50063"
     for explicit in ("dns:///r:1", "unix:/tmp/r.sock", "ipv4:10.0.0.1:1,10.0.0.2:1"):
         assert renderer_channel_target(explicit) == explicit
+
+
+def _style(t: int = 30, e: int = 8, fps: float = 25.0, fill: float = 0.2
+           ) -> pipeline_pb2.StyleReference:
+    import numpy as np
+
+    from avatarflow import tensor
+
+    x = np.full((t, e), fill, dtype=np.float32)
+    return pipeline_pb2.StyleReference(expressions=tensor.encode(x), fps=fps)
+
+
+def test_a_style_reference_travels_to_session_start() -> None:
+    spec = parse_config(_cfg(style=_style(t=40)))
+    start = spec.start("sid", "av-1")
+    assert start.style is not None and start.style.expressions.shape == (40, 8)
+    assert start.style.fps == 25.0
+    assert parse_config(_cfg()).start("sid", "av-1").style is None
+
+
+@pytest.mark.parametrize("style,error,words", [
+    (_style(e=6), InvalidInput, r"shape \(30, 6\); need T x 8"),
+    (_style(t=5), OutOfRange, "8..1800 frames, got 5"),
+    (_style(t=1801), OutOfRange, "8..1800 frames, got 1801"),
+    (_style(fill=float("nan")), InvalidInput, "NaN"),
+    (_style(fps=0.0), OutOfRange, r"fps must be within \(0, 120\], got 0"),
+    (_style(fps=240.0), OutOfRange, r"fps must be within \(0, 120\], got 240"),
+    (_style(fill=1.5), OutOfRange, "jaw_open must be within 0..1, got 1.5"),
+])
+def test_bad_style_references_are_named(style, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        parse_config(_cfg(style=style))
+
+
+def test_bad_style_references_get_their_grpc_status() -> None:
+    import grpc
+
+    from avatarflow.grpc_status import code_for
+
+    for style, code in ((_style(e=6), grpc.StatusCode.INVALID_ARGUMENT),
+                        (_style(t=5), grpc.StatusCode.OUT_OF_RANGE),
+                        (_style(fill=float("nan")), grpc.StatusCode.INVALID_ARGUMENT),
+                        (_style(fps=-1.0), grpc.StatusCode.OUT_OF_RANGE)):
+        with pytest.raises((InvalidInput, OutOfRange)) as info:
+            parse_config(_cfg(style=style))
+        assert code_for(info.value.category) == code

@@ -11,6 +11,7 @@ from avatarflow import messages as m
 from avatarflow.controls import Controls
 from avatarflow.errors import AvatarflowError, InvalidInput, NotFound
 from avatarflow.stage import Stage
+from avatarflow.style import StyleReference
 
 from . import engines
 
@@ -27,6 +28,9 @@ class _Envelope(NamedTuple):
 class _Session:
     fps: float
     controls: Controls
+    # Handed to the engine session when it opens, then dropped: the engine keeps what it
+    # needs of it (and its snapshot with it), so a session's saved state stays small.
+    style: StyleReference | None = None
     motion: Any = None  # the engine session, opened by the first AudioFeatures (needs layout)
     layout: str = ""
     frames: int = 0
@@ -48,7 +52,7 @@ class MotionGenStage(Stage):
             return self._features(msg)
         sid = msg.session_id
         if isinstance(msg, m.SessionStart):
-            self._sessions[sid] = _Session(fps=msg.fps, controls=msg.controls)
+            self._sessions[sid] = _Session(fps=msg.fps, controls=msg.controls, style=msg.style)
         elif isinstance(msg, m.ControlUpdate) and sid in self._sessions:
             s = self._sessions[sid]
             s.controls = msg.controls
@@ -70,8 +74,10 @@ class MotionGenStage(Stage):
         if s.motion is None:
             if not msg.layout:
                 raise InvalidInput("the first AudioFeatures of a session must name its layout")
-            s.motion = self.engine.open_session(s.fps, s.controls, msg.layout)
-            s.layout = msg.layout
+            motion = self.engine.open_session(s.fps, s.controls, msg.layout)
+            if s.style is not None:
+                motion.set_reference(s.style.expressions)
+            s.motion, s.style, s.layout = motion, None, msg.layout
         elif msg.layout and msg.layout != s.layout:
             raise InvalidInput(f"feature layout changed from {s.layout!r} to {msg.layout!r}")
         s.pending.append(_Envelope(s.frames, msg.index, msg.pts, msg.traceparent, msg.deadline))

@@ -235,6 +235,24 @@ def test_reference_clip_and_appearance_steer_the_motion(weights: str, clip: np.n
         styled.set_appearance(np.ones(3))
 
 
+def test_a_style_reference_from_session_start_reaches_the_network(weights: str,
+                                                                   clip: np.ndarray) -> None:
+    from avatarflow.style import StyleReference
+
+    def expressions(ref: np.ndarray | None) -> np.ndarray:
+        style = None if ref is None else StyleReference(ref.astype(np.float32), 25.0)
+        msgs = [m.SessionStart(session_id=SID, fps=FPS, controls=Controls(seed=5), style=style),
+                *features(clip[:30]), m.EndOfAudio(session_id=SID, index=30)]
+        out = run_test(build_stage("diffusion", weights=weights), msgs)
+        return stack(of_type(out, m.MotionFrame), "expression")
+
+    ref = np.tile(np.linspace(0.0, 0.8, 8), (40, 1))
+    plain, styled = expressions(None), expressions(ref)
+    assert not np.allclose(plain, styled)
+    np.testing.assert_array_equal(styled, expressions(ref))  # same reference and seed
+    assert not np.array_equal(styled, expressions(ref[::-1] * 0.5))
+
+
 def test_session_snapshot_restores_exactly(weights: str, clip: np.ndarray) -> None:
     eng = create("diffusion", weights=weights)
     whole = eng.open_session(FPS, Controls(seed=9), LAYOUT)

@@ -79,5 +79,13 @@ class SignalParams:
     gesture_elbow: tuple[float, float] = (-0.04, -0.05)  # outward, up
     finger_curl: float = 0.6
 
+    # Speaking style (see engines/style.py): this engine's typical mean and spread per
+    # expression coefficient in speech (EXPRESSIONS order), measured on synthetic speech; a
+    # reference's statistics are taken relative to them.
+    style_mean: tuple[float, ...] = (0.27, 0.07, 0.055, 0.0, 0.025, 0.025, 0.05, 0.0)
+    style_spread: tuple[float, ...] = (0.30, 0.125, 0.11, 0.1, 0.135, 0.135, 0.07, 0.1)
+    style_gain_range: tuple[float, float] = (0.25, 2.0)
+    style_max_offset: float = 0.5
+
     # Control changes ease in instead of jumping.
     control_s: float = 0.2

@@ -32,6 +32,7 @@ from .common import FeatureLayout, MotionOutput, follow, parse_layout
 from .face import Face
 from .head import HeadPose
 from .params import SignalParams
+from .style import style_transform
 
 EMOTION_OFFSETS: dict[str, dict[str, float]] = {
     "neutral": {},
@@ -68,6 +69,8 @@ class SignalSession:
             raise InvalidInput(f"fps must be positive, got {fps}")
         self.layout: FeatureLayout = parse_layout(layout)
         self.fps = fps
+        self._params = params
+        self._style_gain, self._style_offset = style_transform(params, None)
         init = np.random.default_rng([controls.seed, 1])
         self._rng = np.random.default_rng([controls.seed, 0])
         self._face = Face(params, fps, first_blink=float(init.random()))
@@ -95,6 +98,11 @@ class SignalSession:
             self._rng = np.random.default_rng([controls.seed, 0])
         self._controls = controls
         self._target_offset = emotion_offset(controls.emotion)
+
+    def set_reference(self, expressions: np.ndarray | None) -> None:
+        """Speak in the style of a reference clip (T x E expression coefficients) from the next
+        frame on; None returns to the engine's own style. See ``engines/style.py``."""
+        self._style_gain, self._style_offset = style_transform(self._params, expressions)
 
     def reset_audio(self) -> None:
         """Barge-in: forget the utterance; the mouth closes smoothly, pose continues."""
@@ -134,7 +142,7 @@ class SignalSession:
                                         float(u[6]), float(u[7]))
 
         blinks = expr[_BLINKS]
-        expr = (expr + self._offset) * self._intensity
+        expr = (expr * self._style_gain + self._style_offset + self._offset) * self._intensity
         expr[_BLINKS] = blinks
         expr = np.clip(expr, _LOW, _HIGH).astype(np.float32)
         amp = self._amplitude

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import shutil
-import signal
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
+from avatarflow.child_server import ChildServer
 from avatarflow.errors import AvatarflowError, Unavailable
 from avatarflow.net import free_port
 
@@ -61,7 +56,7 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """A redis-server child process bound to 127.0.0.1, without persistence.
 
     ``with RedisServer() as r: use(r.url)``. Logs go to ``redis.log`` in ``log_dir`` (a
@@ -70,24 +65,16 @@ class RedisServer:
 
     def __init__(self, *, port: int | None = None, log_dir: str | Path | None = None,
                  executable: str | None = None) -> None:
+        super().__init__(log_dir, "avf-redis-")
         self._fixed_port = port
         self.port = port or 0
-        self._own_dir = log_dir is None
-        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="avf-redis-"))
+        self.log_dir = self._dir
         self.log_path = self.log_dir / "redis.log"
         self._executable = executable
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Starts the server and returns once it answers PING; retries a port taken meanwhile."""
@@ -97,14 +84,10 @@ class RedisServer:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(1 if self._fixed_port else 3):
             self.port = self._fixed_port or free_port(HOST)
-            self._proc = subprocess.Popen(
-                [executable, "--bind", HOST, "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", str(self.log_dir),
-                 "--logfile", str(self.log_path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a terminal's Ctrl-C goes to our owner, not to Redis
-            atexit.register(self.stop)
-            if self._wait_ready(timeout):
+            self._spawn([executable, "--bind", HOST, "--port", str(self.port), "--save", "",
+                         "--appendonly", "no", "--daemonize", "no", "--dir", str(self.log_dir),
+                         "--logfile", str(self.log_path)])
+            if self._wait_until(lambda: _answers_ping(self.port), timeout, 0.02):
                 return self
             in_use = "Address already in use" in tail(self.log_path)
             if not in_use or self._fixed_port:
@@ -113,34 +96,3 @@ class RedisServer:
         self.stop()
         raise Unavailable(f"redis-server did not start on port {self.port} within {timeout:g} s "
                           f"({executable}); its log ends:\n{log}")
-
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                return False
-            if _answers_ping(self.port):
-                return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; idempotent."""
-        atexit.unregister(self.stop)
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._own_dir:
-            shutil.rmtree(self.log_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self if self.alive() else self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -159,8 +159,7 @@ class StageRunner:
             return msg, RUN
         now = time.time()
         if msg.deadline < now:
-            self.stats.dropped += 1
-            self.meter.dropped.inc()
+            self._dropped()
             return msg, DROP
         # Behind: past the frame's due time (its audio's arrival, or its place on the real-time
         # clock when audio came early) by more than shed_after_s. Frames of audio sent ahead
@@ -178,9 +177,12 @@ class StageRunner:
             return []
         outs = self.stage.shed(msg)
         if not any(isinstance(o, FRAME_TYPES) for o in outs):  # the frame is gone
-            self.stats.dropped += 1
-            self.meter.dropped.inc()
+            self._dropped()
         return outs
+
+    def _dropped(self) -> None:
+        self.stats.dropped += 1
+        self.meter.dropped.inc()
 
     def _commit(self, d: Delivery, msg: m.Message, outs: list[m.Message]) -> Commit:
         sid = msg.session_id

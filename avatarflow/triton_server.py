@@ -26,28 +26,23 @@ process that embeds libpython. The launcher
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import sysconfig
-import tempfile
-import time
 import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from avatarflow.child_server import ChildServer
 from avatarflow.errors import AvatarflowError, InvalidInput, Unavailable
 from avatarflow.net import free_port
 from avatarflow.redis_server import tail
@@ -141,7 +136,7 @@ def write_repository(source: Path, target: Path, models: Iterable[str], device: 
         (target / name / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
-class TritonServer:
+class TritonServer(ChildServer):
     """A tritonserver child process bound to 127.0.0.1, loading ``models`` explicitly.
 
     ``with TritonServer(weights={"refiner": "/w/refiner"}) as t: use(t.url)``.
@@ -171,11 +166,10 @@ class TritonServer:
         self.device, self.max_queue_delay_us, self.log_verbose = (device, max_queue_delay_us,
                                                                   log_verbose)
         self.env = dict(env or {})
-        self._own_dir = work_dir is None
-        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="avf-triton-"))
+        super().__init__(work_dir, "avf-triton-")
+        self.work_dir = self._dir
         self.log_path = self.work_dir / "triton.log"
         self.http_port = self.grpc_port = self.metrics_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -185,13 +179,6 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         return f"http://{HOST}:{self.http_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def log(self, n: int = 60) -> str:
         return tail(self.log_path, n)
@@ -234,12 +221,8 @@ class TritonServer:
                      f"--grpc-address={HOST}", f"--grpc-port={self.grpc_port}",
                      f"--metrics-address={HOST}", f"--metrics-port={self.metrics_port}"]
             with self.log_path.open("wb") as log:
-                self._proc = subprocess.Popen(
-                    [*args, *ports], stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, env=env, cwd=self.work_dir,
-                    start_new_session=True)  # a terminal's Ctrl-C goes to our owner
-            atexit.register(self.stop)
-            if self._wait_ready(timeout):
+                self._spawn([*args, *ports], stdout=log, env=env, cwd=self.work_dir)
+            if self._wait_until(lambda: all(self.ready(m) for m in self.models), timeout, 0.1):
                 return self
             if "already in use" not in self.log() or self.alive():
                 break
@@ -257,37 +240,10 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return False
-            if all(self.ready(m) for m in self.models):
-                return True
-            time.sleep(0.1)
-        return False
-
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (Triton unloads its models and stops their stubs), then SIGKILL of the
         process group after ``grace`` seconds; idempotent."""
-        atexit.unregister(self.stop)
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: the stubs go too
-                proc.wait()
-        if self._own_dir:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> TritonServer:
-        return self if self.alive() else self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        super().stop(grace)
 
 
 # Inside Triton: what a model.py of deploy/triton/model_repository shares. Runs in the python

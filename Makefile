@@ -43,10 +43,11 @@ up: $(STAMP)
 	$(BIN)/avatarflow up
 
 proto: $(STAMP)
-	$(BIN)/python -m avatarflow.protogen
+	$(BIN)/python -m avatarflow.dev.protogen
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -18,9 +18,9 @@ def _messages(sid: str) -> dict:
     import cv2
     from skimage import data
 
-    from avatarflow import messages as m
-    from avatarflow.motion import EXPRESSIONS
-    from avatarflow.picture import Picture
+    from avatarflow.contracts import messages as m
+    from avatarflow.contracts.motion import EXPRESSIONS
+    from avatarflow.contracts.picture import Picture
 
     rgb = np.ascontiguousarray(cv2.resize(data.astronaut(), (512, 768)))
     k = 54
@@ -42,8 +42,8 @@ def _messages(sid: str) -> dict:
 
 async def _publish(url: str, sid: str, kind: str, ready, out) -> None:
     from avatarflow.bus.streams import RedisBus
-    from avatarflow.settings import Settings
-    from avatarflow.topology import AUDIO
+    from avatarflow.runtime.registry import AUDIO
+    from avatarflow.runtime.settings import Settings
 
     make = _messages(sid)[kind]
     source = RedisBus(Settings.load("gateway", environ={}, redis_url=url, consumer="src"))
@@ -124,10 +124,10 @@ async def _bare(url: str, size: int) -> dict:
 
 
 async def _probe_kind(url: str, kind: str) -> dict:
-    from avatarflow import messages as m
     from avatarflow.bus.streams import RedisBus
-    from avatarflow.settings import Settings
-    from avatarflow.topology import AUDIO, FEATURES
+    from avatarflow.contracts import messages as m
+    from avatarflow.runtime.registry import AUDIO, FEATURES
+    from avatarflow.runtime.settings import Settings
 
     sid = "probe-" + "".join(ch for ch in kind if ch.isalnum())
     opener = RedisBus(Settings.load("gateway", environ={}, redis_url=url, consumer="src"))
@@ -162,7 +162,7 @@ async def _probe_kind(url: str, kind: str) -> dict:
 
 
 def probe() -> dict:
-    from avatarflow.redis_server import RedisServer
+    from avatarflow.dev.redis_server import RedisServer
 
     with RedisServer() as server:
         return {kind: asyncio.run(_probe_kind(server.url, kind)) for kind in _messages("s")}

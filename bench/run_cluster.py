@@ -35,7 +35,7 @@ def pct(values, q: float) -> float:
 
 
 async def _status(cluster) -> dict:
-    from avatarflow.v1 import internal_pb2, internal_pb2_grpc
+    from avatarflow.contracts.v1 import internal_pb2, internal_pb2_grpc
 
     out = {}
     for s in STAGES:
@@ -49,8 +49,8 @@ async def _status(cluster) -> dict:
 
 
 async def _sessions(target: str, avatar_id: str, pcm, rate: int, n: int, w: int, h: int):
-    from avatarflow.client import AvatarClient, run_session
-    from avatarflow.v1 import api_pb2
+    from avatarflow.client.api import AvatarClient, run_session
+    from avatarflow.contracts.v1 import api_pb2
 
     cfg = api_pb2.SessionConfig(avatar_id=avatar_id, sample_rate=rate,
                                 output=api_pb2.OutputFormat(width=w, height=h))
@@ -95,8 +95,8 @@ def _capacity(target: str, avatar_id: str, pcm, rate: int, w: int, h: int,
 
 def _overload(image: bytes, pcm, rate: int, n: int, w: int = 512, h: int = 768) -> dict:
     """``n`` sessions at once on a fresh cluster with shedding on, then on one with it off."""
-    from avatarflow.client import AvatarClient
-    from avatarflow.cluster import LocalCluster
+    from avatarflow.client.api import AvatarClient
+    from avatarflow.dev.cluster import LocalCluster
 
     out = {}
     for name, env in (("shedding", {}), ("no shedding", {"AVATARFLOW_SHED_AFTER_MS": "0"})):
@@ -128,8 +128,8 @@ def main() -> None:
                     help="512x768 sessions for the overload comparison (0 skips it)")
     a = ap.parse_args()
     from avatarflow.cli.inputs import astronaut_png, speech_with_pauses
-    from avatarflow.client import AvatarClient
-    from avatarflow.cluster import LocalCluster
+    from avatarflow.client.api import AvatarClient
+    from avatarflow.dev.cluster import LocalCluster
     from bench.bus_probe import probe
 
     pcm, rate = speech_with_pauses()

@@ -120,7 +120,7 @@ def motion(tmp: Path, configs: list[str], rec: Recorder) -> None:
     frames is generated at once, so a figure is the windows' cost / frames."""
     import torch
 
-    from avatarflow.controls import Controls
+    from avatarflow.contracts.controls import Controls
     from avatarflow_motion_gen.engines import create
     from avatarflow_motion_gen.engines.diffusion import build_model, preset, save
 

@@ -71,7 +71,7 @@ def measure(url: str, net: Any, repeats: int = 200, warmup: int = 10,
     Triton model "refiner" at ``url`` (which must serve the same weights)."""
     import torch
 
-    from avatarflow.triton_client import TritonNetwork
+    from avatarflow.triton.client import TritonNetwork
 
     cfg = net.config
     rng = np.random.default_rng(0)
@@ -133,8 +133,8 @@ def head_avatars() -> list[Any]:
 
 def talking(n: int = 30) -> list[Any]:
     """``n`` motion frames: the jaw opening and closing, the head turning a little."""
-    from avatarflow import motion as mo
-    from avatarflow.messages import MotionFrame
+    from avatarflow.contracts import motion as mo
+    from avatarflow.contracts.messages import MotionFrame
 
     wrists = mo.BODY_CANONICAL[[mo.BODY["wrist_l"], mo.BODY["wrist_r"]]]
     frames = []
@@ -217,7 +217,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from avatarflow.triton_server import TritonServer
+    from avatarflow.dev.triton_server import TritonServer
     from avatarflow_refiner.engines.neural import RefinerNetwork
     from avatarflow_refiner.models import preset
 

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from avatarflow import messages as m
+from avatarflow.contracts import messages as m
 
 
 @dataclass(slots=True)
@@ -88,6 +88,29 @@ class Bus(ABC):
     def backlog(self, topic: str, group: str) -> int:
         """Messages of ``topic`` that ``group`` has received here and not yet taken."""
         return 0
+
+    def session_count(self, topic: str, group: str) -> int:
+        """Sessions of ``topic`` this consumer owns (0 where the bus does not track owners)."""
+        return 0
+
+    # -- a session's source (the session front) --------------------------------------------
+
+    def attach(self, sid: str, topic: str) -> None:  # noqa: B027 - memory: nothing to track
+        """Starts reading ``topic`` of a session this process opened (its final frames)."""
+
+    def detach(self, sid: str, topic: str) -> None:  # noqa: B027 - memory: nothing to track
+        """Stops reading ``topic`` of a session this process opened."""
+
+    async def end_session(self, sid: str) -> None:  # noqa: B027 - memory: nothing is left
+        """Deletes what is left of a session at its source once it is over."""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: B027 - memory: always ready
+        """Returns once the bus can carry messages; raises Unavailable after ``timeout``."""
+
+    async def release(self) -> None:  # noqa: B027 - memory: nobody to hand sessions to
+        """Stops taking work and hands this consumer's sessions to the others at once."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases connections and wakes waiting consumers."""

@@ -18,7 +18,7 @@ Portraits:
 
 from __future__ import annotations
 
-from avatarflow.topology import FRAMES, PIPELINE
+from avatarflow.runtime.registry import FRAMES, PIPELINE
 
 GATEWAY_GROUP = "gateway"
 CTL = "ctl"

@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from avatarflow import messages as m
 from avatarflow.bus.base import Bus, Delivery
+from avatarflow.contracts import messages as m
 
 
 class TieredQueue:

@@ -23,14 +23,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from avatarflow import codec
-from avatarflow import messages as m
 from avatarflow.bus import keys
 from avatarflow.bus.base import Bus, Commit, Delivery
-from avatarflow.errors import AvatarflowError
-from avatarflow.settings import Settings
-from avatarflow.tasks import TaskGroup
-from avatarflow.topology import AUDIO, FRAMES
+from avatarflow.contracts import codec
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import AvatarflowError, Unavailable
+from avatarflow.runtime.registry import AUDIO, FRAMES
+from avatarflow.runtime.settings import Settings
+from avatarflow.runtime.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -453,6 +453,19 @@ class RedisBus(Bus):
                 await self._own(c, entry_id, fields, takeover=True)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    async def wait_ready(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except OSError as exc:  # redis-py's ConnectionError is an OSError
+                if loop.time() > end:
+                    raise Unavailable(
+                        f"cannot reach redis at {self.settings.redis_url}: {exc}") from exc
+                await asyncio.sleep(0.2)
 
     def session_count(self, topic: str, group: str) -> int:
         c = self._consumers.get((topic, group))

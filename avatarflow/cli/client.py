@@ -12,15 +12,16 @@ import grpc
 import numpy as np
 
 from avatarflow.cli.sink import VideoSink
-from avatarflow.client import AvatarClient, run_session
-from avatarflow.controls import EMOTIONS
-from avatarflow.errors import EXIT_CODES, AvatarflowError, InvalidInput
-from avatarflow.output import MODES
-from avatarflow.session_record import SessionRecord
-from avatarflow.v1 import api_pb2, pipeline_pb2
+from avatarflow.client.api import AvatarClient, run_session
+from avatarflow.client.record import SessionRecord
+from avatarflow.contracts.controls import EMOTIONS
+from avatarflow.contracts.errors import EXIT_CODES, AvatarflowError, InvalidInput
+from avatarflow.contracts.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from avatarflow.contracts.output import MODES
+from avatarflow.contracts.v1 import api_pb2, pipeline_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-MIN_RATE, MAX_RATE, FALLBACK_RATE = 8000, 48000, 16000
+MIN_RATE, MAX_RATE, FALLBACK_RATE = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, 16000
 ENCODINGS = {"jpeg": api_pb2.FRAME_ENCODING_JPEG, "raw": api_pb2.FRAME_ENCODING_RAW_RGB}
 
 
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs one session; returns the exit code (gRPC failures print their status)."""
-    from avatarflow.grpc_status import CATEGORIES
+    from avatarflow.contracts.grpc_status import CATEGORIES
 
     try:
         summary = _run(args)
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> dict:
     config = api_pb2.SessionConfig(sample_rate=rate, output=output, controls=controls,
                                    encoding=ENCODINGS[args.encoding])
     if args.style:
-        from avatarflow import style
+        from avatarflow.contracts import style
 
         style.to_pb(style.load(args.style), config.style)
     return asyncio.run(_session(args, image, config, pcm, out))

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from avatarflow import messages as m
 from avatarflow.cli.media import Mp4Writer, load_audio
 from avatarflow.cli.sheet import contact_sheet
-from avatarflow.controls import EMOTIONS, Controls
-from avatarflow.errors import InvalidInput
-from avatarflow.images import decode_image
-from avatarflow.output import DEFAULT_SIZE, MODES, validate_output
-from avatarflow.pipeline import EmbeddedPipeline, build_stages
-from avatarflow.settings import Settings
-from avatarflow.style import load as load_style
-from avatarflow.topology import DEFAULT_ENGINES
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import EMOTIONS, Controls
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.images import decode_image
+from avatarflow.contracts.output import DEFAULT_SIZE, MODES, validate_output
+from avatarflow.contracts.style import load as load_style
+from avatarflow.runtime.pipeline import EmbeddedPipeline, build_stages
+from avatarflow.runtime.registry import DEFAULT_ENGINES
+from avatarflow.runtime.settings import Settings
 
 CHUNK_S = 0.02
 

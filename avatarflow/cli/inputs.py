@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatarflow.errors import MissingExtra, Unavailable
+from avatarflow.contracts.errors import MissingExtra, Unavailable
 
 SENTENCES = (
     "Hello! I am a talking avatar, made from a single photograph.",

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from avatarflow.errors import EXIT_CODES, AvatarflowError
+from avatarflow.contracts.errors import EXIT_CODES, AvatarflowError
 
 
 def _cluster_commands() -> list:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
 
 MAX_AUDIO_SECONDS = 3600
 

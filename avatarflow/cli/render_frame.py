@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput
-from avatarflow.images import decode_image
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.images import decode_image
 
 NUM_KP = 21
 

@@ -1,6 +1,6 @@
 """``avatarflow serve SERVICE``: one service of the distributed pipeline, as a container runs
-it. Settings come from AVATARFLOW_* environment variables (see avatarflow.settings); the flags
-override them."""
+it. Settings come from AVATARFLOW_* environment variables (see avatarflow.runtime.settings);
+the flags override them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import importlib
 
-from avatarflow.settings import SERVICES, Settings
+from avatarflow.runtime.settings import SERVICES, Settings
 
 MODULES = {"gateway": "avatarflow_gateway.server",
            **{s: f"avatarflow_{s.replace('-', '_')}.server" for s in SERVICES if s != "gateway"}}

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from avatarflow.cli.media import Mp4Writer
-from avatarflow.client import decode_frame
-from avatarflow.errors import AvatarflowError
-from avatarflow.v1 import api_pb2
+from avatarflow.client.api import decode_frame
+from avatarflow.contracts.errors import AvatarflowError
+from avatarflow.contracts.v1 import api_pb2
 
 
 class VideoSink:

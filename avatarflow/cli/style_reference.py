@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avatarflow import style
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts import style
+from avatarflow.contracts.errors import InvalidInput
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avatarflow.style_extract import extract
+    from avatarflow.cli.style_extract import extract
 
     if args.fps is not None and not 0.0 < args.fps <= style.MAX_FPS:
         raise InvalidInput(f"--fps must be within (0, {style.MAX_FPS:g}], got {args.fps}")

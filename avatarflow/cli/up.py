@@ -8,9 +8,9 @@ import signal
 import time
 from types import FrameType
 
-from avatarflow.cluster import SERVICES, LocalCluster
-from avatarflow.errors import InvalidInput
-from avatarflow.net import port_is_free
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.dev.cluster import SERVICES, LocalCluster
+from avatarflow.dev.net import port_is_free
 
 DEFAULT_PORT = 50051
 

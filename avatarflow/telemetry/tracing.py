@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from avatarflow import messages as m
+from avatarflow.contracts import messages as m
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
 _provider: Any = None
@@ -65,7 +65,7 @@ def _exporter(name: str) -> Any:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
-    from avatarflow.errors import InvalidInput
+    from avatarflow.contracts.errors import InvalidInput
 
     raise InvalidInput(f"OTEL_TRACES_EXPORTER={name!r} is not supported: use otlp or console")
 

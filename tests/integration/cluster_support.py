@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from avatarflow.client import AvatarClient, decode_frame, run_session
-from avatarflow.session_record import SessionRecord
-from avatarflow.v1 import api_pb2
+from avatarflow.client.api import AvatarClient, decode_frame, run_session
+from avatarflow.client.record import SessionRecord
+from avatarflow.contracts.v1 import api_pb2
 from tests.support.video import MouthMeter
 
 FPS = 30.0

@@ -34,7 +34,7 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """A local cluster of real processes, shared by the distributed-mode tests."""
-    from avatarflow.cluster import LocalCluster
+    from avatarflow.dev.cluster import LocalCluster
 
     with LocalCluster(log_dir=tmp_path_factory.mktemp("cluster-logs")) as c:
         yield c
@@ -45,7 +45,7 @@ def avatar_id(cluster, inputs: dict) -> str:
     """The test portrait, registered once for the default output format."""
     import asyncio
 
-    from avatarflow.client import AvatarClient
+    from avatarflow.client.api import AvatarClient
 
     async def register() -> str:
         async with AvatarClient(cluster.gateway_target) as c:

@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from avatarflow.client import AvatarClient, run_session
-from avatarflow.v1 import api_pb2, pipeline_pb2
+from avatarflow.client.api import AvatarClient, run_session
+from avatarflow.contracts.v1 import api_pb2, pipeline_pb2
 from tests.integration.cluster_support import config
 
 RATE = 16000
@@ -164,7 +164,7 @@ def test_other_sessions_keep_going_while_bad_input_arrives(cluster, avatar_id: s
 ])
 def test_bad_style_reference(cluster, avatar_id: str, rows: int, cols: int, fps: float,
                              code: grpc.StatusCode, words: str) -> None:
-    from avatarflow import tensor
+    from avatarflow.contracts import tensor
 
     style = pipeline_pb2.StyleReference(
         expressions=tensor.encode(np.zeros((rows, cols), np.float32)), fps=fps)

@@ -13,9 +13,9 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from avatarflow.client import AvatarClient, run_session
-from avatarflow.session_record import SessionRecord
-from avatarflow.v1 import api_pb2, internal_pb2, internal_pb2_grpc
+from avatarflow.client.api import AvatarClient, run_session
+from avatarflow.client.record import SessionRecord
+from avatarflow.contracts.v1 import api_pb2, internal_pb2, internal_pb2_grpc
 from tests.integration.cluster_support import (
     FPS,
     config,

@@ -8,7 +8,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from avatarflow.settings import SERVICES
+from avatarflow.runtime.settings import SERVICES
 from tests.integration.cluster_support import config, session
 
 STAGES = ("audio-encoder", "motion-gen", "renderer", "refiner")

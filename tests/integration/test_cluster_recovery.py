@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from avatarflow.client import AvatarClient, run_session
+from avatarflow.client.api import AvatarClient, run_session
 from tests.integration.cluster_support import config
 
 

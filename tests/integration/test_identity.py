@@ -8,7 +8,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from avatarflow.cli.inputs import write_wav
-from avatarflow.images import decode_image
+from avatarflow.contracts.images import decode_image
 from tests.integration.conftest import run_cli
 from tests.support.video import CLOSED_BELOW, MouthMeter, read_video
 

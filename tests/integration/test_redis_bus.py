@@ -9,12 +9,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from avatarflow import messages as m
 from avatarflow.bus import keys
 from avatarflow.bus.streams import RedisBus
-from avatarflow.redis_server import RedisServer
-from avatarflow.settings import Settings
-from avatarflow.topology import AUDIO, FEATURES
+from avatarflow.contracts import messages as m
+from avatarflow.dev.redis_server import RedisServer
+from avatarflow.runtime.registry import AUDIO, FEATURES
+from avatarflow.runtime.settings import Settings
 
 GROUP = "audio-encoder-workers"
 
@@ -155,9 +155,9 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
     frame in a fraction of the 480 ms it would take to work through the queue."""
     import time as _time
 
-    from avatarflow.runner import StageRunner
-    from avatarflow.stage import Stage
-    from avatarflow.topology import StageSpec
+    from avatarflow.runtime.registry import StageSpec
+    from avatarflow.runtime.runner import StageRunner
+    from avatarflow.runtime.stage import Stage
 
     class Slow(Stage):
         name = "audio-encoder"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatarflow import messages as m
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_audio_encoder import build_stage as build_encoder
 from avatarflow_motion_gen import build_stage as build_motion
 

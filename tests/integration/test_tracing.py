@@ -14,10 +14,10 @@ import importlib
 
 import pytest
 
-from avatarflow.client import AvatarClient, run_session
-from avatarflow.net import free_port, serving
-from avatarflow.redis_server import RedisServer
-from avatarflow.settings import SERVICES, Settings
+from avatarflow.client.api import AvatarClient, run_session
+from avatarflow.dev.net import free_port, serving
+from avatarflow.dev.redis_server import RedisServer
+from avatarflow.runtime.settings import SERVICES, Settings
 from avatarflow.telemetry import tracing
 from tests.integration.cluster_support import config
 

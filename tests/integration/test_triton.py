@@ -10,16 +10,16 @@ import time
 import numpy as np
 import pytest
 
-from avatarflow.errors import InvalidInput, NotFound, Unavailable
-from avatarflow.net import free_port
-from avatarflow.triton_server import (
+from avatarflow.contracts.errors import InvalidInput, NotFound, Unavailable
+from avatarflow.dev.net import free_port
+from avatarflow.dev.triton_server import (
     REPOSITORY,
     TritonNotInstalled,
     TritonServer,
     find_tritonserver,
-    model_parameters,
     write_repository,
 )
+from avatarflow.triton.backend import model_parameters
 
 try:
     find_tritonserver()
@@ -28,7 +28,7 @@ except TritonNotInstalled as exc:
 
 import torch  # noqa: E402 - after the skip: the neural extra comes with triton-server
 
-from avatarflow.triton_client import TritonNetwork  # noqa: E402
+from avatarflow.triton.client import TritonNetwork  # noqa: E402
 from avatarflow_refiner.engines.neural import RefinerNetwork  # noqa: E402
 from avatarflow_refiner.models import preset  # noqa: E402
 from avatarflow_renderer.engines.neural import RendererNetwork  # noqa: E402
@@ -263,11 +263,11 @@ def test_the_refiner_stage_batches_two_sessions_through_triton(networks, server,
     import skimage.data
     from PIL import Image
 
-    from avatarflow import messages as m
-    from avatarflow.avatar import AvatarStore
-    from avatarflow.picture import Picture
-    from avatarflow.stage import run_batch
-    from avatarflow.testing import of_type, run_test
+    from avatarflow.avatars.store import AvatarStore
+    from avatarflow.contracts import messages as m
+    from avatarflow.contracts.picture import Picture
+    from avatarflow.dev.testing import of_type, run_test
+    from avatarflow.runtime.stage import run_batch
     from avatarflow_refiner import build_stage
     from avatarflow_renderer import build_stage as build_renderer
 
@@ -302,8 +302,8 @@ def test_the_refiner_stage_batches_two_sessions_through_triton(networks, server,
 
 
 def _motion(sid: str):
-    from avatarflow import messages as m
-    from avatarflow import motion as mo
+    from avatarflow.contracts import messages as m
+    from avatarflow.contracts import motion as mo
 
     expression = np.zeros(len(mo.EXPRESSIONS), np.float32)
     expression[mo.EXPR["jaw_open"]] = 0.5
@@ -470,10 +470,10 @@ def test_the_renderer_stage_batches_two_sessions_through_triton(networks, server
     """The renderer service's path, arch upperbody: RendererStage with the neural engine and
     ``triton_url`` renders two sessions' frames (two avatars, hands included) in one Triton
     request, as the in-process engine would; later frames send no images."""
-    from avatarflow import messages as m
-    from avatarflow.avatar import AvatarStore
-    from avatarflow.stage import run_batch
-    from avatarflow.testing import run_test
+    from avatarflow.avatars.store import AvatarStore
+    from avatarflow.contracts import messages as m
+    from avatarflow.dev.testing import run_test
+    from avatarflow.runtime.stage import run_batch
     from avatarflow_renderer import build_stage
     from services.renderer.tests.neural_testkit import motion, synthetic_avatar
 

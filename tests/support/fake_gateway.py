@@ -11,7 +11,7 @@ import cv2
 import grpc
 import numpy as np
 
-from avatarflow.v1 import api_pb2, api_pb2_grpc
+from avatarflow.contracts.v1 import api_pb2, api_pb2_grpc
 
 SIZE = 64  # frames are SIZE x SIZE
 COLOR = (200, 30, 60)  # RGB

@@ -10,15 +10,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from avatarflow import motion as mo
-from avatarflow.avatar import (
+from avatarflow.avatars.store import (
     Avatar,
     AvatarStore,
     avatar_key,
     decode_avatar,
     encode_avatar,
 )
-from avatarflow.errors import InvalidInput, NotFound
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput, NotFound
 
 
 class DictBacking:

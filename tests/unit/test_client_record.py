@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from avatarflow.client import SessionRecord, decode_frame
-from avatarflow.errors import InvalidInput
-from avatarflow.v1 import api_pb2
+from avatarflow.client.api import SessionRecord, decode_frame
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.v1 import api_pb2
 
 
 def _record(times: list[float], indexes: list[int] | None = None) -> SessionRecord:

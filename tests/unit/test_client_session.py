@@ -14,9 +14,9 @@ import pytest
 
 from avatarflow.cli import client as cli
 from avatarflow.cli.inputs import write_wav
-from avatarflow.client import AvatarClient, decode_frame, run_session
-from avatarflow.net import free_port
-from avatarflow.v1 import api_pb2
+from avatarflow.client.api import AvatarClient, decode_frame, run_session
+from avatarflow.contracts.v1 import api_pb2
+from avatarflow.dev.net import free_port
 from tests.support.fake_gateway import COLOR, SIZE, FakeAvatars, serve
 from tests.support.video import read_video
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from avatarflow.cluster import SERVICES, ClusterError, LocalCluster
-from avatarflow.net import serving
+from avatarflow.dev.cluster import SERVICES, ClusterError, LocalCluster
+from avatarflow.dev.net import serving
 from tests.support import fake_service
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatarflow import codec, motion, tensor
-from avatarflow import messages as m
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput, OutOfRange
-from avatarflow.picture import Picture
-from avatarflow.v1 import pipeline_pb2 as pb
+from avatarflow.contracts import codec, motion, tensor
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput, OutOfRange
+from avatarflow.contracts.picture import Picture
+from avatarflow.contracts.v1 import pipeline_pb2 as pb
 
 JPEG_TOLERANCE = 2.0  # mean grey levels off, on a smooth image
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from avatarflow.settings import DEFAULT_PORTS, SERVICES, Settings
+from avatarflow.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA = {"gateway": "gateway", "audio-encoder": "audio", "motion-gen": "motion",

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from avatarflow.bus import keys
-from avatarflow.settings import DEFAULT_PORTS, SERVICES, Settings
-from avatarflow.topology import PIPELINE
+from avatarflow.runtime.registry import PIPELINE
+from avatarflow.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
 
 helm = pytest.importorskip("helm_python", reason="pip install helm-python-sdk (the Helm engine)")
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
@@ -32,7 +32,7 @@ PREFIX = f"{RELEASE}-avatarflow"  # resource names are <release>-avatarflow-<com
 KUBE_VERSION = "1.30.0"
 CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule")}
-# Settings the services are about to read but avatarflow.settings does not define yet.
+# Settings the services are about to read but avatarflow.runtime.settings does not define yet.
 # The metric names the services export, from the metrics module itself (counters with the
 # ``_total`` suffix Prometheus sees); the chart README lists them.
 def _exported() -> set[str]:
@@ -169,7 +169,7 @@ def test_schema_describes_every_property() -> None:
 
     walk(schema, "$")
     assert missing == []
-    # The settings the chart can set are fields of avatarflow.settings.Settings.
+    # The settings the chart can set are fields of avatarflow.runtime.settings.Settings.
     settable = set(schema["definitions"]["config"]["properties"])
     assert settable <= {f.name for f in fields(Settings)}
 
@@ -427,7 +427,7 @@ def test_autoscaling_off_profile_fixes_the_replica_counts() -> None:
 @pytest.mark.parametrize("profile", [p for p in PROFILES if p != "autoscaling-off"])
 def test_scaled_objects_watch_the_streams_the_services_consume(profile: str) -> None:
     """KEDA watches the join stream of each stage's input topic with the stage's group, named
-    exactly as avatarflow.bus.keys and avatarflow.topology name them."""
+    exactly as avatarflow.bus.keys and avatarflow.runtime.registry name them."""
     expected = {spec.name: (keys.join(spec.input), spec.group) for spec in PIPELINE}
     assert {spec.group for spec in PIPELINE} == set(keys.STAGE_GROUPS)
     assert all(keys.GROUP_OF[spec.input] == spec.group for spec in PIPELINE)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avatarflow.errors import InvalidInput
-from avatarflow.images import decode_image
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.images import decode_image
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -12,12 +12,12 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from avatarflow import messages as m
 from avatarflow.bus.base import Delivery
 from avatarflow.bus.memory import MemoryBus
-from avatarflow.runner import StageRunner
-from avatarflow.stage import Stage
-from avatarflow.topology import StageSpec
+from avatarflow.contracts import messages as m
+from avatarflow.runtime.registry import StageSpec
+from avatarflow.runtime.runner import StageRunner
+from avatarflow.runtime.stage import Stage
 
 SPEC = StageSpec("worker", "none", "in", "out")
 

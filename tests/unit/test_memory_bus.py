@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from avatarflow import messages as m
 from avatarflow.bus.memory import MemoryBus
+from avatarflow.contracts import messages as m
 
 
 def _chunk(sid: str, i: int) -> m.AudioChunk:

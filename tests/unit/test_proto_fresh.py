@@ -1,6 +1,6 @@
 """The committed protobuf modules match the .proto files (run `make proto` when this fails)."""
 
-from avatarflow import protogen
+from avatarflow.dev import protogen
 
 
 def test_generated_code_is_fresh() -> None:

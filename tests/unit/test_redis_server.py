@@ -8,7 +8,7 @@ import sys
 import pytest
 import redis
 
-from avatarflow.redis_server import RedisNotInstalled, RedisServer, find_redis_server
+from avatarflow.dev.redis_server import RedisNotInstalled, RedisServer, find_redis_server
 
 
 def _exists(pid: int) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from avatarflow.errors import InvalidInput
-from avatarflow.settings import Settings
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.runtime.settings import Settings
 
 
 def test_engine_options_come_from_the_service_prefix_and_are_typed() -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from avatarflow import messages as m
-from avatarflow.errors import InvalidInput
-from avatarflow.stage import Stage, run_batch
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.runtime.stage import Stage, run_batch
 
 
 def _frame(sid: str, i: int, value: float = 1.0) -> m.AudioFeatures:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import skimage.data
 
-from avatarflow import motion as mo
-from avatarflow import style
 from avatarflow.cli.main import main
 from avatarflow.cli.media import Mp4Writer
-from avatarflow.messages import MotionFrame
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts import style
+from avatarflow.contracts.messages import MotionFrame
 
 FRAMES = 24
 FPS = 24.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatarflow import messages as m
+from avatarflow.contracts import messages as m
 from avatarflow.telemetry import tracing
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from avatarflow.cli.up import parse_replicas
-from avatarflow.errors import InvalidInput
-from avatarflow.net import free_port
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.dev.net import free_port
 
 # Runs `up` with the stand-in service behind the real command line.
 DRIVER = """
 import argparse, sys
 from avatarflow.cli import up
-from avatarflow.cluster import LocalCluster
+from avatarflow.dev.cluster import LocalCluster
 from tests.support import fake_service
 
 real = LocalCluster.command_for

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from avatarflow.cli.sink import VideoSink
-from avatarflow.v1 import api_pb2
+from avatarflow.contracts.v1 import api_pb2
 
 RATE, FPS, W, H = 16000, 30, 32, 32
 

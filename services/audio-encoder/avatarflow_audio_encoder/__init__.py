@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avatarflow.stage import Stage
+from avatarflow.runtime.stage import Stage
 
 
 def build_stage(engine: str = "mel", **options: Any) -> Stage:

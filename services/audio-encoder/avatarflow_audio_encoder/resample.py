@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 
 TARGET_RATE = 16000
 MIN_RATE, MAX_RATE = 8000, 192000

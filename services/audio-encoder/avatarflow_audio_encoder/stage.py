@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from avatarflow import messages as m
-from avatarflow.errors import InvalidInput, NotFound
-from avatarflow.stage import Stage
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput, NotFound
+from avatarflow.runtime.stage import Stage
 from avatarflow_audio_encoder import engines
 from avatarflow_audio_encoder.engines import FeatureSession
 from avatarflow_audio_encoder.resample import MAX_RATE, MIN_RATE

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 from avatarflow_audio_encoder.engines import create
 from avatarflow_audio_encoder.engines.mel import MelEngine
 

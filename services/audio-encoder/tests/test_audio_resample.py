@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 from avatarflow_audio_encoder.resample import Resampler
 
 

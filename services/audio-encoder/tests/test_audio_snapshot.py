@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from test_audio_stage import _chunks
 
-from avatarflow import messages as m
-from avatarflow.state import StateError
-from avatarflow.testing import run_test
+from avatarflow.contracts import messages as m
+from avatarflow.dev.testing import run_test
+from avatarflow.runtime.state import StateError
 from avatarflow_audio_encoder import build_stage
 
 MAX_SNAPSHOT = 10_000  # bytes: saved after every message, so it must stay small

@@ -15,9 +15,9 @@ import torch
 from test_audio_stage import _chunks
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
 
-from avatarflow import messages as m
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_audio_encoder import build_stage, engines
 from avatarflow_audio_encoder.engines import ssl
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avatarflow import messages as m
-from avatarflow.errors import InvalidInput, NotFound
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput, NotFound
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_audio_encoder import build_stage
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

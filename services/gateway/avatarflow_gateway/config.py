@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avatarflow import messages as m
-from avatarflow import style as styles
-from avatarflow.codec import controls_from_pb
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput
-from avatarflow.output import resolve_output
-from avatarflow.v1 import api_pb2
+from avatarflow.contracts import messages as m
+from avatarflow.contracts import style as styles
+from avatarflow.contracts.codec import controls_from_pb
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.limits import MAX_CHUNK_S, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from avatarflow.contracts.output import resolve_output
+from avatarflow.contracts.v1 import api_pb2
 
-MIN_RATE, MAX_RATE = 8000, 48000
+MIN_RATE, MAX_RATE = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
 ENCODINGS = {api_pb2.FRAME_ENCODING_UNSPECIFIED: api_pb2.FRAME_ENCODING_JPEG,
              api_pb2.FRAME_ENCODING_JPEG: api_pb2.FRAME_ENCODING_JPEG,
              api_pb2.FRAME_ENCODING_RAW_RGB: api_pb2.FRAME_ENCODING_RAW_RGB}
-MAX_CHUNK_S = 10.0
 
 
 @dataclass(frozen=True)

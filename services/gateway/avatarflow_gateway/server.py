@@ -7,11 +7,11 @@ import asyncio
 import grpc
 
 from avatarflow.bus.streams import RedisBus
-from avatarflow.service import ServiceRuntime
-from avatarflow.settings import Settings
-from avatarflow.stage_service import wait_for_redis
+from avatarflow.contracts.v1 import api_pb2_grpc, internal_pb2_grpc
+from avatarflow.runtime.service import ServiceRuntime
+from avatarflow.runtime.settings import Settings
+from avatarflow.runtime.stage_service import REDIS_WAIT_S
 from avatarflow.telemetry import metrics
-from avatarflow.v1 import api_pb2_grpc, internal_pb2_grpc
 from avatarflow_gateway.servicer import AvatarsServicer
 
 
@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> None:
     runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, servicer, "avatarflow.v1.Avatars")
 
     async def warm_up() -> None:
-        await wait_for_redis(bus)
+        await bus.wait_ready(REDIS_WAIT_S)
 
     async def drain() -> None:
         # Sessions in flight run to their end within the grace period; new ones are refused

@@ -10,21 +10,21 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from avatarflow import messages as m
-from avatarflow.avatar import avatar_key
+from avatarflow.avatars.store import avatar_key
 from avatarflow.bus import keys
 from avatarflow.bus.base import Commit
 from avatarflow.bus.streams import RedisBus
-from avatarflow.codec import controls_from_pb
-from avatarflow.errors import AvatarflowError, InvalidInput, NotFound
-from avatarflow.grpc_status import abort, error_for
-from avatarflow.images import decode_image
-from avatarflow.output import resolve_output
-from avatarflow.settings import Settings
-from avatarflow.tasks import TaskGroup
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.codec import controls_from_pb
+from avatarflow.contracts.errors import AvatarflowError, InvalidInput, NotFound
+from avatarflow.contracts.grpc_status import abort, error_for
+from avatarflow.contracts.images import decode_image
+from avatarflow.contracts.output import resolve_output
+from avatarflow.contracts.v1 import api_pb2, api_pb2_grpc, internal_pb2, internal_pb2_grpc
+from avatarflow.runtime.registry import FRAMES
+from avatarflow.runtime.settings import Settings
+from avatarflow.runtime.tasks import TaskGroup
 from avatarflow.telemetry import tracing
-from avatarflow.topology import FRAMES
-from avatarflow.v1 import api_pb2, api_pb2_grpc, internal_pb2, internal_pb2_grpc
 from avatarflow_gateway.config import parse_config, pcm_from_bytes
 from avatarflow_gateway.session import CLOSED, GatewaySession
 

@@ -15,13 +15,13 @@ from collections import deque
 
 import numpy as np
 
-from avatarflow import messages as m
 from avatarflow.bus.streams import RedisBus
-from avatarflow.errors import AvatarflowError, InvalidInput
-from avatarflow.settings import Settings
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import AvatarflowError, InvalidInput
+from avatarflow.contracts.v1 import api_pb2
+from avatarflow.runtime.registry import AUDIO, FRAMES
+from avatarflow.runtime.settings import Settings
 from avatarflow.telemetry import metrics, tracing
-from avatarflow.topology import AUDIO, FRAMES
-from avatarflow.v1 import api_pb2
 from avatarflow_gateway.config import SessionSpec
 from avatarflow_gateway.timeline import Timeline
 

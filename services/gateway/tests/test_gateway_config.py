@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from avatarflow.errors import InvalidInput, OutOfRange
-from avatarflow.v1 import api_pb2, pipeline_pb2
+from avatarflow.contracts.errors import InvalidInput, OutOfRange
+from avatarflow.contracts.v1 import api_pb2, pipeline_pb2
 from avatarflow_gateway.config import parse_config, pcm_from_bytes
 
 
@@ -61,7 +61,7 @@ def _style(t: int = 30, e: int = 8, fps: float = 25.0, fill: float = 0.2
            ) -> pipeline_pb2.StyleReference:
     import numpy as np
 
-    from avatarflow import tensor
+    from avatarflow.contracts import tensor
 
     x = np.full((t, e), fill, dtype=np.float32)
     return pipeline_pb2.StyleReference(expressions=tensor.encode(x), fps=fps)
@@ -92,7 +92,7 @@ def test_bad_style_references_are_named(style, error: type, words: str) -> None:
 def test_bad_style_references_get_their_grpc_status() -> None:
     import grpc
 
-    from avatarflow.grpc_status import code_for
+    from avatarflow.contracts.grpc_status import code_for
 
     for style, code in ((_style(e=6), grpc.StatusCode.INVALID_ARGUMENT),
                         (_style(t=5), grpc.StatusCode.OUT_OF_RANGE),

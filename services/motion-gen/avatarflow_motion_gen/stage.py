@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from avatarflow import messages as m
-from avatarflow.controls import Controls
-from avatarflow.errors import AvatarflowError, InvalidInput, NotFound
-from avatarflow.stage import Stage
-from avatarflow.style import StyleReference
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import AvatarflowError, InvalidInput, NotFound
+from avatarflow.contracts.style import StyleReference
+from avatarflow.runtime.stage import Stage
 
 from . import engines
 

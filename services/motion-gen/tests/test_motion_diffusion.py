@@ -19,12 +19,12 @@ from motion_gen_synth import FPS, LAYOUT, speech
 from test_motion_signal import FIELDS
 from test_motion_stage import SID, features, start
 
-from avatarflow import messages as m
-from avatarflow import state
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.motion import BODY_CANONICAL, EXPR, HAND_REST
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.motion import BODY_CANONICAL, EXPR, HAND_REST
+from avatarflow.dev.testing import of_type, run_test
+from avatarflow.runtime import state
 from avatarflow_motion_gen import build_stage
 from avatarflow_motion_gen.engines import create
 from avatarflow_motion_gen.engines.body import CURL_DELTA, WRISTS
@@ -237,7 +237,7 @@ def test_reference_clip_and_appearance_steer_the_motion(weights: str, clip: np.n
 
 def test_a_style_reference_from_session_start_reaches_the_network(weights: str,
                                                                    clip: np.ndarray) -> None:
-    from avatarflow.style import StyleReference
+    from avatarflow.contracts.style import StyleReference
 
     def expressions(ref: np.ndarray | None) -> np.ndarray:
         style = None if ref is None else StyleReference(ref.astype(np.float32), 25.0)

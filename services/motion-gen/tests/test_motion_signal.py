@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from motion_gen_synth import FPS, LAYOUT, silence, speech
 
-from avatarflow import motion
-from avatarflow.controls import Controls
-from avatarflow.motion import EXPR
+from avatarflow.contracts import motion
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.motion import EXPR
 from avatarflow_motion_gen.engines import create
 
 FIELDS = ("rotation", "translation", "scale", "expression", "head_template", "head_offset",
@@ -215,7 +215,7 @@ def test_control_changes_ease_in() -> None:
 
 
 def test_bad_layouts_and_vectors_are_rejected() -> None:
-    from avatarflow.errors import InvalidInput
+    from avatarflow.contracts.errors import InvalidInput
 
     engine = create("signal")
     for layout in ("mel40+voicing", "energy_db+voicing", "mel+energy_db", ""):

@@ -6,9 +6,9 @@ import numpy as np
 from motion_gen_synth import speech
 from test_motion_stage import SID, features, start
 
-from avatarflow import messages as m
-from avatarflow.controls import Controls
-from avatarflow.testing import run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.dev.testing import run_test
 from avatarflow_motion_gen import build_stage
 
 MAX_SNAPSHOT = 16_000  # bytes: saved after every message, so it must stay small

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from motion_gen_synth import FPS, LAYOUT, speech
 
-from avatarflow import messages as m
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput
-from avatarflow.motion import EXPR
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.motion import EXPR
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_motion_gen import build_stage
 from avatarflow_motion_gen.engines import create
 from avatarflow_motion_gen.stage import MotionGenStage

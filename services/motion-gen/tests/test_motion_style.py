@@ -9,11 +9,11 @@ from test_motion_signal import coef, run
 from test_motion_snapshot import MAX_SNAPSHOT, _same
 from test_motion_stage import SID, features
 
-from avatarflow import messages as m
-from avatarflow.controls import Controls
-from avatarflow.motion import EXPR, EXPRESSIONS
-from avatarflow.style import StyleReference
-from avatarflow.testing import of_type, run_test
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.motion import EXPR, EXPRESSIONS
+from avatarflow.contracts.style import StyleReference
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_motion_gen import build_stage
 from avatarflow_motion_gen.engines import create
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from avatarflow.settings import Settings
-from avatarflow.stage_service import serve_stage
+from avatarflow.runtime.settings import Settings
+from avatarflow.runtime.stage_service import serve_stage
 
 
 async def serve(settings: Settings) -> None:

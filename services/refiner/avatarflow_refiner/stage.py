@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from avatarflow import messages as m
-from avatarflow.avatar import Avatar, AvatarSessions, AvatarStore, avatar_key
-from avatarflow.errors import NotFound
-from avatarflow.picture import Picture
-from avatarflow.stage import Stage
+from avatarflow.avatars.store import Avatar, AvatarSessions, AvatarStore, avatar_key
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import NotFound
+from avatarflow.contracts.picture import Picture
+from avatarflow.runtime.stage import Stage
 from avatarflow_refiner import engines
 
 

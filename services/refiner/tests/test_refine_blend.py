@@ -11,10 +11,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from avatarflow import messages as m
-from avatarflow import motion as mo
-from avatarflow.avatar import AvatarStore, avatar_key
-from avatarflow.testing import of_type, run_test
+from avatarflow.avatars.store import AvatarStore, avatar_key
+from avatarflow.contracts import messages as m
+from avatarflow.contracts import motion as mo
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_refiner import build_stage
 from avatarflow_refiner.engines import create
 from avatarflow_renderer import build_stage as build_renderer

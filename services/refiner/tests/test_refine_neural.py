@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from test_refine_blend import DEADLINE, motion
 
-from avatarflow import messages as m
-from avatarflow import motion as mo
-from avatarflow.avatar import AvatarStore, avatar_key
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.testing import of_type, run_test
+from avatarflow.avatars.store import AvatarStore, avatar_key
+from avatarflow.contracts import messages as m
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_refiner import build_stage
 from avatarflow_refiner.engines import create
 from avatarflow_refiner.engines.neural import RefinerNetwork

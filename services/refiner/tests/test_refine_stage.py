@@ -11,10 +11,10 @@ import skimage.data
 from PIL import Image
 from test_refine_blend import DEADLINE, motion
 
-from avatarflow import messages as m
-from avatarflow.avatar import AvatarStore
-from avatarflow.picture import Picture
-from avatarflow.testing import DictBacking, of_type, run_test
+from avatarflow.avatars.store import AvatarStore
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.picture import Picture
+from avatarflow.dev.testing import DictBacking, of_type, run_test
 from avatarflow_refiner import build_stage
 from avatarflow_renderer import build_stage as build_renderer
 

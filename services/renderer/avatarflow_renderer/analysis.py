@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.errors import InvalidInput, MissingExtra
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
 from avatarflow_renderer import mouthclose
 
 # Per mode: eye midpoint height (fraction of canvas height), IOD (fraction of canvas width).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatarflow import motion as mo
+from avatarflow.contracts import motion as mo
 
 UPPER = ("in_r", "in_up_r", "in_up", "in_up_l", "in_l")
 LOWER = ("in_r", "in_lo_r", "in_lo", "in_lo_l", "in_l")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatarflow import motion as mo
+from avatarflow.contracts import motion as mo
 
 RING = [mo.HEAD[n] for n in mo.INNER_LIP_RING]
 SUB = 3  # fillPoly shift: 8 sub-pixel steps

@@ -7,20 +7,20 @@ import asyncio
 
 import grpc
 
-from avatarflow.bus.avatars import RedisAvatarBacking
-from avatarflow.errors import AvatarflowError, NotFound
-from avatarflow.grpc_status import abort
-from avatarflow.output import resolve_output
-from avatarflow.service import ServiceRuntime
-from avatarflow.settings import Settings
-from avatarflow.stage import Stage
-from avatarflow.stage_service import serve_stage
-from avatarflow.v1 import api_pb2, internal_pb2_grpc
-from avatarflow.v1 import internal_pb2 as ipb
+from avatarflow.bus.avatars import RedisAvatarRegistry
+from avatarflow.contracts.errors import AvatarflowError, NotFound
+from avatarflow.contracts.grpc_status import abort
+from avatarflow.contracts.output import resolve_output
+from avatarflow.contracts.v1 import api_pb2, internal_pb2_grpc
+from avatarflow.contracts.v1 import internal_pb2 as ipb
+from avatarflow.runtime.service import ServiceRuntime
+from avatarflow.runtime.settings import Settings
+from avatarflow.runtime.stage import Stage
+from avatarflow.runtime.stage_service import serve_stage
 
 
 class PortraitsServicer(internal_pb2_grpc.PortraitsServicer):
-    def __init__(self, stage: Stage, backing: RedisAvatarBacking) -> None:
+    def __init__(self, stage: Stage, backing: RedisAvatarRegistry) -> None:
         self.stage, self.backing = stage, backing
         self._lock = asyncio.Lock()  # one analysis at a time beside the frames
 
@@ -42,7 +42,7 @@ class PortraitsServicer(internal_pb2_grpc.PortraitsServicer):
             mode=mode, width=width, height=height, fps=fps))
 
 
-def _extend(runtime: ServiceRuntime, stage: Stage, backing: RedisAvatarBacking | None) -> None:
+def _extend(runtime: ServiceRuntime, stage: Stage, backing: RedisAvatarRegistry | None) -> None:
     assert backing is not None  # the renderer always has a Redis-backed avatar store
     runtime.add(internal_pb2_grpc.add_PortraitsServicer_to_server,
                 PortraitsServicer(stage, backing), "avatarflow.v1.Portraits")

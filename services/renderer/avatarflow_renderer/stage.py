@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from avatarflow import messages as m
-from avatarflow.avatar import Avatar, AvatarSessions, AvatarStore, avatar_key
-from avatarflow.errors import InvalidInput, NotFound
-from avatarflow.images import decode_image
-from avatarflow.output import MIN_FPS, validate_output
-from avatarflow.picture import Picture
-from avatarflow.stage import Stage
+from avatarflow.avatars.store import Avatar, AvatarSessions, AvatarStore, avatar_key
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput, NotFound
+from avatarflow.contracts.images import decode_image
+from avatarflow.contracts.output import MIN_FPS, validate_output
+from avatarflow.contracts.picture import Picture
+from avatarflow.runtime.stage import Stage
 from avatarflow_renderer import engines
 
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer.mouthclose import MouthClosing, closed_canvas
 
 # Face box in head-template units (x, y): the fine grid and the refiner's region.

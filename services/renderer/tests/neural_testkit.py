@@ -22,9 +22,9 @@ import pytest
 import torch
 import yaml
 
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer.engines.neural_net import LIVEPORTRAIT_PARAMS
 
 # LivePortrait hyper-parameters small enough for quick tests (models.yaml schema).

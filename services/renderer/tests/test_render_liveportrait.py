@@ -20,7 +20,7 @@ from neural_testkit import (
     tiny_weights,
 )
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 from avatarflow_renderer.engines import neural_kp as kpm
 from avatarflow_renderer.engines.neural import RendererNetwork
 from avatarflow_renderer.engines.neural_net import LIVEPORTRAIT_PARAMS, LivePortraitNetwork

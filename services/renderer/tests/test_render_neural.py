@@ -20,10 +20,10 @@ from neural_testkit import (
 )
 from PIL import Image
 
-from avatarflow import messages as m
-from avatarflow.avatar import AvatarStore
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.testing import of_type, run_test
+from avatarflow.avatars.store import AvatarStore
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.dev.testing import of_type, run_test
 from avatarflow_renderer import build_stage
 from avatarflow_renderer.engines import create
 from avatarflow_renderer.engines.neural import RendererNetwork

@@ -18,8 +18,8 @@ from neural_testkit import (
     tiny_weights,
 )
 
-from avatarflow.errors import Unavailable
-from avatarflow.net import free_port
+from avatarflow.contracts.errors import Unavailable
+from avatarflow.dev.net import free_port
 from avatarflow_renderer.engines import create
 from avatarflow_renderer.engines.neural_net import RendererNetwork, UpperBodyNetwork
 from avatarflow_renderer.models import liveportrait as lp

@@ -7,10 +7,10 @@ import pytest
 import skimage.data
 from test_render_stage import frame, png
 
-from avatarflow import messages as m
-from avatarflow.avatar import AvatarStore, avatar_key, decode_avatar
-from avatarflow.errors import InvalidInput
-from avatarflow.testing import DictBacking, of_type, run_test
+from avatarflow.avatars.store import AvatarStore, avatar_key, decode_avatar
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.dev.testing import DictBacking, of_type, run_test
 from avatarflow_renderer import build_stage
 
 KEY = avatar_key("astro", "upper-body", 512, 768)

@@ -12,9 +12,9 @@ import pytest
 import skimage.data
 from skimage.metrics import structural_similarity
 
-from avatarflow import motion as mo
-from avatarflow.errors import InvalidInput
-from avatarflow.messages import MotionFrame
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer.engines import create
 from avatarflow_renderer.warpfield import WarpPlan
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from avatarflow import engines
+from avatarflow.runtime import engines
 
 ENGINES = {
     "mel": "avatarflow_audio_encoder.engines.mel:MelEngine",

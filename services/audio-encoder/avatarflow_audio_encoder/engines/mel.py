@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 from avatarflow_audio_encoder.resample import TARGET_RATE, Resampler
 
 SR = TARGET_RATE

@@ -54,8 +54,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatarflow import devices
-from avatarflow.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.limits import MAX_FPS, MIN_FPS
+from avatarflow.runtime import devices
 from avatarflow_audio_encoder.resample import Resampler
 
 try:
@@ -71,7 +72,6 @@ transformers.utils.logging.disable_progress_bar()
 MAX_LOOKAHEAD_MS = 80.0
 MAX_CONTEXT_MS = 30_000.0
 MAX_BLOCK = 60
-MIN_FPS, MAX_FPS = 1.0, 60.0
 MODELS = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
 LAYER_WEIGHT_FILES = ("layer_weights.npy", "layer_weights.pt")  # the first present is used
 NORM_EPS = 1e-7  # as transformers' Wav2Vec2FeatureExtractor

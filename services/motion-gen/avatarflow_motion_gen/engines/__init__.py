@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avatarflow import engines
+from avatarflow.runtime import engines
 
 ENGINES = {
     "signal": "avatarflow_motion_gen.engines.signal:SignalEngine",

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from avatarflow.motion import BODY, BODY_CANONICAL, HAND_JOINTS, HAND_REST
+from avatarflow.contracts.motion import BODY, BODY_CANONICAL, HAND_JOINTS, HAND_REST
 
 from .common import decay, follow
 from .params import SignalParams

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 
 _MEL = re.compile(r"mel(\d+)")
 
@@ -63,7 +63,7 @@ def parse_layout(layout: str) -> FeatureLayout:
 
 @dataclass(slots=True)
 class MotionOutput:
-    """One frame of motion; fields as in ``avatarflow.messages.MotionFrame``."""
+    """One frame of motion; fields as in ``avatarflow.contracts.messages.MotionFrame``."""
 
     frame: int  # session-relative number of the feature frame this motion belongs to
     rotation: np.ndarray  # 3 float32: pitch, yaw, roll (radians)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from avatarflow.motion import EXPR, EXPRESSIONS
+from avatarflow.contracts.motion import EXPR, EXPRESSIONS
 
 from .common import decay, follow
 from .params import SignalParams

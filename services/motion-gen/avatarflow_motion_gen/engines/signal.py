@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput
-from avatarflow.motion import (
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.motion import (
     BODY_CANONICAL,
     EXPR,
     EXPRESSION_BASIS,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatarflow.errors import InvalidInput
-from avatarflow.motion import EXPRESSIONS
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.motion import EXPRESSIONS
 
 from .params import SignalParams
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatarflow.motion import HAND_JOINTS, HAND_REST
+from avatarflow.contracts.motion import HAND_JOINTS, HAND_REST
 
 from ..engines.body import CURL_DELTA
 

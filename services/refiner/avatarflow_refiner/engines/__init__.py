@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avatarflow import engines
+from avatarflow.runtime import engines
 
 ENGINES = {"blend": "avatarflow_refiner.engines.blend:BlendEngine",
            "neural": "avatarflow_refiner.engines.neural:NeuralEngine"}

@@ -17,9 +17,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer import paint
 from avatarflow_renderer.engines.warp import PlanCache
 from avatarflow_renderer.warpfield import WarpPlan

@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 import yaml
 
-from avatarflow import devices
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.messages import MotionFrame
+from avatarflow.runtime import devices
 from avatarflow_refiner.engines.blend import ELLIPSE, FEATHER
 from avatarflow_renderer.engines.warp import PlanCache
 
@@ -240,7 +240,7 @@ class NeuralEngine:
                                "the network runs on Triton)")
         if triton_url:
             # The network runs on Triton (its weights live there); here only its sizes.
-            from avatarflow.triton_client import TritonNetwork
+            from avatarflow.triton.client import TritonNetwork
 
             size = read_config(weights).image_size
             self.network: Any = TritonNetwork(triton_url, triton_model)

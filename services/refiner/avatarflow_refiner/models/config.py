@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from avatarflow import motion as mo
+from avatarflow.contracts import motion as mo
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avatarflow import engines
+from avatarflow.runtime import engines
 
 ENGINES = {"warp": "avatarflow_renderer.engines.warp:WarpEngine",
            "neural": "avatarflow_renderer.engines.neural:NeuralEngine"}

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from avatarflow.avatar import Avatar
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.messages import MotionFrame
 
 try:
     import torch

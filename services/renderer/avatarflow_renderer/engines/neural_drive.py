@@ -17,7 +17,7 @@ relative to the template's. The deltas are added to the driving keypoints and th
 MLP corrects the result, as in LivePortrait's retargeting path. Other expression coefficients
 have no LivePortrait control and are not rendered in this arch.
 
-upperbody: the K head keypoints posed as ``avatarflow.motion.head_keypoints`` poses them,
+upperbody: the K head keypoints posed as ``avatarflow.contracts.motion.head_keypoints`` poses them,
 mapped into the canvas through ``avatar.face_rest`` / ``face_axes`` (depth: template z times
 the eye distance), and the B body keypoints moved as the warp engine moves them; all
 normalised to [-1, 1] over the canvas (z in x's units). The source keypoints are where the
@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 import torch
 
-from avatarflow import motion as mo
-from avatarflow.avatar import Avatar
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer.engines import neural_kp as kpm
 from avatarflow_renderer.engines.neural_keypoint_net import (
     KeypointNetwork,

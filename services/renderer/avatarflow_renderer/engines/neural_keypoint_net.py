@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avatarflow import devices
-from avatarflow import motion as mo
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts import motion as mo
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.runtime import devices
 from avatarflow_renderer.engines import neural_kp as kpm
 from avatarflow_renderer.engines import neural_weights as cw
 from avatarflow_renderer.models import liveportrait as lp

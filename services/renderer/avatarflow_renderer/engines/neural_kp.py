@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from avatarflow import motion as mo
+from avatarflow.contracts import motion as mo
 
 POSE_BINS = 66
 BIN_DEGREES = 3.0

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 from avatarflow_renderer.engines import neural_weights as cw
 from avatarflow_renderer.engines.neural_keypoint_net import (
     LIVEPORTRAIT_INPUT,

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from avatarflow.errors import InvalidInput
-from avatarflow.triton_server import TensorSpec
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.triton.backend import TensorSpec
 from avatarflow_renderer.engines.neural_net import RendererNetwork
 
 AVATAR, SOURCE, KP_SOURCE, KP_DRIVING, HAND = ("AVATAR", "SOURCE", "KP_SOURCE", "KP_DRIVING",

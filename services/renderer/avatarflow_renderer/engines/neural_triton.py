@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from avatarflow.errors import InvalidInput
-from avatarflow.triton_client import TritonNetwork
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.triton.client import TritonNetwork
 from avatarflow_renderer.engines.neural_served import (
     AVATAR,
     HAND,

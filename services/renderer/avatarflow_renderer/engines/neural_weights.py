@@ -29,7 +29,7 @@ import torch
 import yaml
 from torch import nn
 
-from avatarflow.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput
 
 BASE_MODELS = {  # our module name -> file in the published layout
     "appearance": "base_models/appearance_feature_extractor.pth",

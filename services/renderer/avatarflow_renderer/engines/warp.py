@@ -11,8 +11,8 @@ from typing import Any, Generic, TypeVar
 import cv2
 import numpy as np
 
-from avatarflow.avatar import Avatar
-from avatarflow.messages import MotionFrame
+from avatarflow.avatars.store import Avatar
+from avatarflow.contracts.messages import MotionFrame
 from avatarflow_renderer import paint
 from avatarflow_renderer.analysis import PortraitAnalyser
 from avatarflow_renderer.warpfield import WarpPlan

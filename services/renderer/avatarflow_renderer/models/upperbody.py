@@ -33,7 +33,7 @@ class UpperBodyConfig:
 
     source_width: int = 256
     source_height: int = 384
-    num_kp: int = 62  # avatarflow.motion: K head + B body keypoints
+    num_kp: int = 62  # avatarflow.contracts.motion: K head + B body keypoints
     block_expansion: int = 64
     max_features: int = 512
     reshape_channel: int = 32

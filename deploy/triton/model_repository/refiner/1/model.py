@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from avatarflow.triton_server import (
+from avatarflow.triton.backend import (
     BatchedModel,
     TensorSpec,
     model_device,

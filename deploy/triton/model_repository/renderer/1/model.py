@@ -16,8 +16,8 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from avatarflow.errors import InvalidInput
-from avatarflow.triton_server import BatchedModel, model_device, model_parameters, weights_dir
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.triton.backend import BatchedModel, model_device, model_parameters, weights_dir
 from avatarflow_renderer.engines.neural import RendererNetwork
 from avatarflow_renderer.engines.neural_served import DEFAULT_CACHE, OUTPUT, ServedRenderer
 

@@ -27,7 +27,7 @@ controls, reference clips and appearance vectors apply from the next window.
 
 from __future__ import annotations
 
-from avatarflow.errors import MissingExtra
+from avatarflow.contracts.errors import MissingExtra
 
 try:
     import torch  # noqa: F401

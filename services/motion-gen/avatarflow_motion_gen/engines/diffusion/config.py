@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import yaml
 
-from avatarflow.controls import EMOTIONS
-from avatarflow.errors import InvalidInput, MissingExtra
-from avatarflow.motion import EXPRESSIONS, B, K
+from avatarflow.contracts.controls import EMOTIONS
+from avatarflow.contracts.errors import InvalidInput, MissingExtra
+from avatarflow.contracts.motion import EXPRESSIONS, B, K
 
 from ...models import HAND_COMPONENTS, BodyNet, FaceDiT, MotionDiffusion
 

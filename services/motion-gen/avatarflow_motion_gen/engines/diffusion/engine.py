@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from avatarflow import devices
-from avatarflow.controls import Controls
-from avatarflow.errors import InvalidInput
-from avatarflow.motion import B, K
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.motion import B, K
+from avatarflow.runtime import devices
 
 from ...models import MotionDiffusion
 from .config import DiffusionConfig, M, build_model, load_config, load_weights

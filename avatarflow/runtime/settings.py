@@ -1,0 +1,139 @@
+"""One frozen settings object per service, read from the environment once at start-up.
+
+``AVATARFLOW_<NAME>`` sets a value for every service; ``AVATARFLOW_<SERVICE>_<NAME>`` (service
+name upper-cased, dashes as underscores) overrides it for one service. Command-line flags of
+``avatarflow serve`` override both. Bad values stop the service at start-up with a message
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from avatarflow.contracts.errors import InvalidInput
+
+SERVICES = ("gateway", "audio-encoder", "motion-gen", "renderer", "refiner")
+DEFAULT_PORTS = {"gateway": 50051, "audio-encoder": 50061, "motion-gen": 50062,
+                 "renderer": 50063, "refiner": 50064}
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    port: int = 0  # gRPC port; 0 = the service's default
+    metrics_port: int = 0  # Prometheus /metrics port; 0 = the gRPC port + 1000, -1 = off
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    engine: str = ""  # stage engine; empty = the default engine
+    # Engine options, passed to the engine only when set: a local weights directory (never
+    # downloaded), torch device and precision, a Triton server to run the network on, and
+    # "name=value,name=value" for anything engine-specific (e.g. "steps=6,guidance=2.5").
+    weights: str = ""
+    device: str = ""
+    dtype: str = ""
+    triton_url: str = ""
+    engine_options: str = ""
+    consumer: str = ""  # consumer name in <stage>-workers; empty = <host>-<pid>
+    # Session ownership: a replica refreshes its liveness every heartbeat; one silent for
+    # claim_idle_ms is presumed dead and its sessions are taken over.
+    heartbeat_ms: int = 100
+    claim_idle_ms: int = 500
+    session_ttl_s: float = 60.0  # session keys and streams expire after this long idle
+    stream_maxlen: int = 2048  # entries kept per session stream (approximate trim)
+    avatar_ttl_s: float = 3600.0  # cached portrait analyses
+    frame_budget_ms: float = 500.0  # a frame is late this long after its audio is due
+    shed_after_ms: float = 100.0  # shed a frame this far past due if a newer one waits; 0 = off
+    stall_ms: float = 150.0  # audio this far behind the clock is filled with silence
+    summary_s: float = 2.0  # period of latency summaries sent to the client
+    max_message_mb: float = 16.0  # largest gRPC message accepted (a portrait upload)
+    renderer_target: str = "127.0.0.1:50063"  # the renderer's gRPC address (gateway)
+    grace_s: float = 5.0  # drain time on SIGTERM
+    threads: int = 1  # worker threads for a stage's engine (numpy/cv2)
+
+    def __post_init__(self) -> None:
+        if self.service not in SERVICES:
+            raise InvalidInput(f"unknown service {self.service!r}; services: {', '.join(SERVICES)}")
+        checks = {
+            "port": 0 <= self.port <= 65535, "metrics_port": -1 <= self.metrics_port <= 65535,
+            "heartbeat_ms": self.heartbeat_ms > 0,
+            "claim_idle_ms": self.claim_idle_ms >= 2 * self.heartbeat_ms,
+            "session_ttl_s": self.session_ttl_s > 0, "stream_maxlen": self.stream_maxlen >= 16,
+            "avatar_ttl_s": self.avatar_ttl_s > 0, "frame_budget_ms": self.frame_budget_ms > 0,
+            "shed_after_ms": self.shed_after_ms >= 0,
+            "stall_ms": self.stall_ms > 0, "summary_s": self.summary_s > 0,
+            "max_message_mb": 0 < self.max_message_mb <= 256,
+            "grace_s": self.grace_s >= 0,
+            "threads": self.threads >= 1,
+            "redis_url": self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise InvalidInput(f"{self.service}: invalid setting(s): " + ", ".join(
+                f"{k}={getattr(self, k)!r}" for k in bad))
+
+    @property
+    def grpc_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.service]
+
+    @property
+    def metrics_http_port(self) -> int | None:
+        """Where /metrics is served; None when switched off."""
+        if self.metrics_port < 0:
+            return None
+        return self.metrics_port or self.grpc_port + 1000
+
+    @property
+    def consumer_name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    @classmethod
+    def load(cls, service: str, environ: Mapping[str, str] | None = None,
+             **overrides: Any) -> Settings:
+        """Defaults, then the environment, then ``overrides`` (None values are ignored)."""
+        env = os.environ if environ is None else environ
+        prefix = "AVATARFLOW_" + service.upper().replace("-", "_") + "_"
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "service":
+                continue
+            for key in (f"AVATARFLOW_{f.name.upper()}", prefix + f.name.upper()):
+                if key in env:
+                    values[f.name] = _parse(key, env[key], type(f.default))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(service=service, **values)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword options for the stage's engine: only what was set."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("weights", "device", "dtype",
+                                                             "triton_url") if getattr(self, k)}
+        for item in filter(None, (p.strip() for p in self.engine_options.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or not name.strip().isidentifier():
+                raise InvalidInput(f"{self.service}: engine_options item {item!r} is not "
+                                   "name=value")
+            out[name.strip()] = _value(raw.strip())
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _value(raw: str) -> Any:
+    """An engine option's value: int, float, true/false, or the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw.lower(), raw)
+
+
+def _parse(key: str, raw: str, kind: type) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidInput(f"{key}={raw!r} is not a valid {kind.__name__}") from None

@@ -7,6 +7,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The commit `make bench` measures the current tree against, side by side (bench/compare.py).
+BENCH_BASE ?= 33fba26
 
 .PHONY: demo test bench up proto lint clean system-deps
 
@@ -34,6 +36,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps
+	$(BIN)/python -m bench.compare --base $(BENCH_BASE) --out bench/results
 	$(BIN)/python -m bench.run_embedded --out bench/results
 	$(BIN)/python -m bench.run_cluster --out bench/results
 	$(BIN)/python -m bench.run_neural --out bench/results

@@ -2,10 +2,12 @@
 size, 30 a second, to an idle stage consumer on a private redis-server; the consumer takes
 each one and commits it. Measured: publish call -> message decoded at the consumer (encode,
 XADD, XREADGROUP, decode) and the commit round trip (publish outputs + ack + state), and, side
-by side, a bare XADD -> XREADGROUP of the same number of bytes: the floor on this machine."""
+by side, a bare XADD -> XREADGROUP of the same number of bytes: the floor on this machine
+(``avatarflow.bus.streams.probe``)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 
@@ -40,7 +42,7 @@ def _messages(sid: str) -> dict:
     }
 
 
-async def _publish(url: str, sid: str, kind: str, ready, out) -> None:
+async def _publish(url: str, sid: str, kind: str, n: int, ready, out) -> None:
     from avatarflow.bus.streams import RedisBus
     from avatarflow.runtime.registry import AUDIO
     from avatarflow.runtime.settings import Settings
@@ -49,7 +51,7 @@ async def _publish(url: str, sid: str, kind: str, ready, out) -> None:
     source = RedisBus(Settings.load("gateway", environ={}, redis_url=url, consumer="src"))
     ready.wait()
     sent, jpeg = [], []
-    for i in range(N):
+    for i in range(n):
         msg = make(i)
         msg.session_id, msg.index = sid, i
         if hasattr(msg, "image"):  # a fresh picture; JPEG encoding is the renderer's work
@@ -64,67 +66,13 @@ async def _publish(url: str, sid: str, kind: str, ready, out) -> None:
     out.put((sent, jpeg))
 
 
-async def _publish_bare(url: str, size: int, ready, out) -> None:
-    import redis.asyncio as redis
-
-    r = redis.from_url(url)
-    payload = b"x" * size
-    ready.wait()
-    sent = []
-    for i in range(N):
-        await asyncio.sleep(1 / 30)
-        sent.append(time.perf_counter())
-        await r.xadd("bare", {b"i": str(i).encode(), b"m": payload}, maxlen=100,
-                     approximate=True)
-    await r.aclose()
-    out.put((sent, []))
+def _publisher(url: str, sid: str, kind: str, n: int, ready, out) -> None:
+    asyncio.run(_publish(url, sid, kind, n, ready, out))
 
 
-def _publisher(url: str, sid: str, kind: str, ready, out) -> None:
-    asyncio.run(_publish(url, sid, kind, ready, out))
-
-
-def _bare_publisher(url: str, size: int, ready, out) -> None:
-    asyncio.run(_publish_bare(url, size, ready, out))
-
-
-def _spawn(target, *args):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    ready, out = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, ready, out), daemon=True)
-    proc.start()
-    return proc, ready, out
-
-
-async def _bare(url: str, size: int) -> dict:
-    """The floor for the same bytes: one XADD from another process to a consumer blocked in
-    XREADGROUP, with no envelope, codec, ownership or state."""
-    import redis.asyncio as redis
-
-    r = redis.from_url(url)
-    await r.delete("bare")
-    await r.xgroup_create("bare", "g", id="$", mkstream=True)
-    proc, ready, out = _spawn(_bare_publisher, url, size)
-    ready.set()
-    received: dict[int, float] = {}
-    while len(received) < N:
-        reply = await r.xreadgroup("g", "c", {"bare": ">"}, count=8, block=1000)
-        t = time.perf_counter()
-        for _, entries in reply or ():
-            for entry_id, fields in entries:
-                received[int(fields[b"i"])] = t
-                await r.xack("bare", "g", entry_id)
-    sent, _ = out.get(timeout=60)
-    proc.join(timeout=10)
-    await r.aclose()
-    transit = [(received[i] - t) * 1e3 for i, t in enumerate(sent)]
-    return {"p50_ms": float(np.median(transit)), "p99_ms": float(np.percentile(transit, 99))}
-
-
-async def _probe_kind(url: str, kind: str) -> dict:
+async def _probe_kind(url: str, kind: str, n: int) -> dict:
     from avatarflow.bus.streams import RedisBus
+    from avatarflow.bus.streams.probe import floor, spawn
     from avatarflow.contracts import messages as m
     from avatarflow.runtime.registry import AUDIO, FEATURES
     from avatarflow.runtime.settings import Settings
@@ -138,10 +86,10 @@ async def _probe_kind(url: str, kind: str) -> dict:
     await stage.commit(d, FEATURES, [d.msg], state=b"x" * 200)
     # The source is its own process, as a stage upstream is: its encoding and socket work
     # do not share this event loop.
-    proc, ready, out = _spawn(_publisher, url, sid, kind)
+    proc, ready, out = spawn(_publisher, url, sid, kind, n)
     received, commit, sizes = {}, [], []
     ready.set()
-    for _ in range(N):  # blocked in XREADGROUP when each message is published
+    for _ in range(n):  # blocked in XREADGROUP when each message is published
         d = await stage.receive(AUDIO, "audio-encoder-workers")
         t1 = time.perf_counter()
         received[d.msg.index] = t1
@@ -158,16 +106,20 @@ async def _probe_kind(url: str, kind: str) -> dict:
             "commit_p50_ms": float(np.median(commit)),
             "commit_p99_ms": float(np.percentile(commit, 99)),
             "jpeg_encode_p50_ms": float(np.median(jpeg)) if jpeg else 0.0,
-            "bare": await _bare(url, sizes[-1])}
+            "bare": await floor(url, sizes[-1], n)}
 
 
-def probe() -> dict:
+def probe(n: int = N) -> dict:
+    """Each kind's figures, ``n`` messages each, on a private redis-server."""
     from avatarflow.dev.redis_server import RedisServer
 
     with RedisServer() as server:
-        return {kind: asyncio.run(_probe_kind(server.url, kind)) for kind in _messages("s")}
+        return {kind: asyncio.run(_probe_kind(server.url, kind, n)) for kind in _messages("s")}
 
 
 if __name__ == "__main__":
-    for k, v in probe().items():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--messages", type=int, default=N,
+                    help=f"messages per kind, 30 a second (default {N}; fewer for a quick look)")
+    for k, v in probe(ap.parse_args().messages).items():
         print(k, v)

@@ -17,12 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from avatarflow.contracts import messages as m
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.errors import InvalidInput, MissingExtra, NotFound
 from avatarflow.contracts.limits import MAX_PORTRAIT_SIDE, MAX_SIDE, MIN_SIDE
 from avatarflow.contracts.output import MODES
-from avatarflow.runtime import state
 
 FORMAT_VERSION = 1
 MAX_ENCODED_BYTES = 64 << 20  # unpacked size of an encoded avatar: bounds what decode reads
@@ -215,26 +213,3 @@ class AvatarStore:
         self._items.move_to_end(key)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
-
-
-class AvatarSessions:
-    """Snapshot hooks for a stage whose session state is its avatar (renderer, refiner): only
-    the store key is saved, and ``restore`` looks the avatar up in the stage's store."""
-
-    store: AvatarStore
-    engine: Any  # has warm(avatar): the session-constant work, done before the first frame
-    _sessions: dict[str, Avatar]
-
-    def state_changed_by(self, msg: m.Message) -> bool:
-        return isinstance(msg, m.SessionStart)  # frames leave the avatar as it is
-
-    def snapshot(self, session_id: str) -> bytes | None:
-        avatar = self._sessions.get(session_id)
-        return None if avatar is None else state.dumps(avatar.key)
-
-    def restore(self, session_id: str, data: bytes) -> None:
-        key = state.loads(data)
-        if not isinstance(key, str):
-            raise state.StateError(f"session state is a {type(key).__name__}, not an avatar key")
-        self._sessions[session_id] = avatar = self.store.get(key)
-        self.engine.warm(avatar)

@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from avatarflow.cli.media import Mp4Writer, load_audio
 from avatarflow.cli.sheet import contact_sheet
-from avatarflow.contracts import messages as m
 from avatarflow.contracts.controls import EMOTIONS, Controls
 from avatarflow.contracts.errors import InvalidInput
 from avatarflow.contracts.images import decode_image
 from avatarflow.contracts.output import DEFAULT_SIZE, MODES, validate_output
 from avatarflow.contracts.style import load as load_style
-from avatarflow.runtime.pipeline import EmbeddedPipeline, build_stages
+from avatarflow.contracts.v1 import api_pb2
+from avatarflow.runtime.build import build_stages
+from avatarflow.runtime.pipeline import EmbeddedPipeline
 from avatarflow.runtime.registry import DEFAULT_ENGINES
 from avatarflow.runtime.settings import Settings
-
-CHUNK_S = 0.02
+from avatarflow.session import Frame, FrontSettings, SessionSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,13 +56,6 @@ def parse_size(mode: str, size: str | None) -> tuple[int, int]:
     return w, h
 
 
-def chunks(session_id: str, pcm: np.ndarray, rate: int) -> list[m.AudioChunk]:
-    step = max(1, int(round(CHUNK_S * rate)))
-    return [m.AudioChunk(session_id=session_id, index=i, pts=start / rate, sample_rate=rate,
-                         pcm=pcm[start:start + step])
-            for i, start in enumerate(range(0, pcm.size, step))]
-
-
 def run(args: argparse.Namespace) -> dict:
     """Runs the demo; returns the summary it printed."""
     width, height = parse_size(args.mode, args.size)
@@ -85,11 +78,11 @@ def run(args: argparse.Namespace) -> dict:
     engines = {stage: getattr(args, f"{stage.replace('-', '_')}_engine")
                or settings[stage].engine or DEFAULT_ENGINES[stage] for stage in DEFAULT_ENGINES}
     options = {stage: settings[stage].engine_kwargs() for stage in DEFAULT_ENGINES}
-    pipeline = EmbeddedPipeline(build_stages(engines, options))
-    sid = uuid.uuid4().hex[:12]
-    start = m.SessionStart(session_id=sid, image=image, sample_rate=rate, mode=args.mode,
-                           width=width, height=height, fps=args.fps, controls=controls,
-                           style=style)
+    # A file, not a live stream: as fast as the pipeline goes, every frame, no filling in.
+    pipeline = EmbeddedPipeline(build_stages(engines, options), FrontSettings.offline())
+    spec = SessionSpec(sample_rate=rate, mode=args.mode, width=width, height=height,
+                       fps=args.fps, encoding=api_pb2.FRAME_ENCODING_RAW_RGB,
+                       controls=controls, avatar_id="", image=image, style=style)
     expected = int(np.ceil(pcm.size / rate * args.fps))
     writer = Mp4Writer(out, width, height, args.fps, sample_rate=rate, preset=args.preset)
     encode_s: list[float] = []
@@ -99,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
 
     arrivals: list[float] = []
 
-    def on_frame(frame: m.FinalFrame) -> None:
+    def on_frame(frame: Frame) -> None:
         t = time.perf_counter()
         arrivals.append(t)
         writer.write(frame.image.rgb())
@@ -111,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     try:
-        frames = asyncio.run(pipeline.run(start, chunks(sid, pcm, rate), on_frame))
+        frames = asyncio.run(_stream(pipeline, spec, pcm, on_frame))
     except BaseException:
         writer.abort()
         raise
@@ -132,6 +125,12 @@ def run(args: argparse.Namespace) -> dict:
                "encode_p99_ms": float(np.percentile(encode_s, 99) * 1e3) if encode_s else 0.0}
     _print_summary(out, summary)
     return summary
+
+
+async def _stream(pipeline: EmbeddedPipeline, spec: SessionSpec, pcm: np.ndarray,
+                  on_frame: Callable[[Frame], None]) -> int:
+    async with pipeline:
+        return await pipeline.run(spec, pcm, on_frame)
 
 
 def _progress(total: int):

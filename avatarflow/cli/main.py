@@ -7,11 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from avatarflow.contracts.errors import EXIT_CODES, AvatarflowError
 
 
-def _cluster_commands() -> list:
+def _cluster_commands() -> list[tuple[str, ModuleType, str]]:
     from avatarflow.cli import client, up
 
     return [("up", up, "start a local cluster: redis-server and every service as a process"),
@@ -19,10 +20,7 @@ def _cluster_commands() -> list:
 
 
 def _parser() -> argparse.ArgumentParser:
-    global _CLUSTER_COMMANDS
     from avatarflow.cli import demo, render_frame, serve, style_reference
-
-    _CLUSTER_COMMANDS = _cluster_commands()
 
     p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -33,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--dir", default="out/inputs")
     serve.add_arguments(sub.add_parser(
         "serve", help="run one service of the distributed pipeline (what a container runs)"))
-    for name, module, text in _CLUSTER_COMMANDS:
+    for name, module, text in _cluster_commands():
         module.add_arguments(sub.add_parser(name, help=text))
     style_reference.add_arguments(sub.add_parser(
         "style-reference", help="extract a speaking-style reference from a video"))
@@ -77,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return render_frame.run(args)
         elif args.command in ("up", "client"):
-            return dict((n, mod) for n, mod, _ in _CLUSTER_COMMANDS)[args.command].run(args)
+            commands = {n: mod for n, mod, _ in _cluster_commands()}
+            code: int = commands[args.command].run(args)
+            return code
         elif args.command == "make-inputs":
             from avatarflow.cli.inputs import make_inputs
 

@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     from avatarflow_renderer.engines import neural_kp
     from avatarflow_renderer.engines.neural import RendererNetwork, to_uint8
+    from avatarflow_renderer.engines.neural_net import LivePortraitNetwork
 
     net = RendererNetwork.load(args.weights, "liveportrait", args.device, "float32")
+    assert isinstance(net, LivePortraitNetwork)  # what "liveportrait" loads
     if net.num_kp != NUM_KP:
         raise InvalidInput(f"--weights {args.weights}: the network has {net.num_kp} "
                            f"keypoints, render-frame takes {NUM_KP}")

@@ -1,21 +1,35 @@
 """``avatarflow serve SERVICE``: one service of the distributed pipeline, as a container runs
 it. Settings come from AVATARFLOW_* environment variables (see avatarflow.runtime.settings);
-the flags override them."""
+the flags override them. Without SERVICE, ``AVATARFLOW_SERVICE`` names it (the image sets it)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from avatarflow.contracts.errors import InvalidInput
+from avatarflow.runtime import registry
 from avatarflow.runtime.settings import SERVICES, Settings
 
-MODULES = {"gateway": "avatarflow_gateway.server",
-           **{s: f"avatarflow_{s.replace('-', '_')}.server" for s in SERVICES if s != "gateway"}}
+# The module whose ``serve(settings)`` runs each service, from the registry.
+MODULES = {s.name: s.server for s in registry.SERVICES}
+
+
+def entry_point(service: str) -> Callable[[Settings], Coroutine[Any, Any, None]]:
+    """The coroutine function that runs ``service`` until SIGTERM."""
+    serve: Callable[[Settings], Coroutine[Any, Any, None]] = importlib.import_module(
+        MODULES[registry.service(service).name]).serve
+    return serve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("service", choices=SERVICES)
+    p.add_argument("service", choices=SERVICES, nargs="?",
+                   default=os.environ.get("AVATARFLOW_SERVICE") or None,
+                   help="the service to run (default: $AVATARFLOW_SERVICE)")
     p.add_argument("--port", type=int, help="gRPC port (default: the service's own)")
     p.add_argument("--redis", dest="redis_url", help="redis URL, e.g. redis://host:6379/0")
     p.add_argument("--engine", help="stage engine (default: the stage's default)")
@@ -31,12 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.service:
+        raise InvalidInput(f"name the service to run ({', '.join(SERVICES)}) or set "
+                           "AVATARFLOW_SERVICE")
     settings = Settings.load(args.service, port=args.port, metrics_port=args.metrics_port,
                              redis_url=args.redis_url,
                              engine=args.engine, consumer=args.consumer,
                              weights=args.weights, device=args.device,
                              triton_url=args.triton_url,
                              renderer_target=args.renderer_target)
-    module = importlib.import_module(MODULES[args.service])
-    asyncio.run(module.serve(settings))
+    asyncio.run(entry_point(args.service)(settings))
     return 0

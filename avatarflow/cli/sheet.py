@@ -18,7 +18,7 @@ def contact_sheet(frames: list[np.ndarray], path: Path, columns: int = 6,
     rows = (len(frames) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * tw, rows * th), (32, 32, 32))
     for i, frame in enumerate(frames):
-        thumb = Image.fromarray(frame).resize((tw, th), Image.BILINEAR)
+        thumb = Image.fromarray(frame).resize((tw, th), Image.Resampling.BILINEAR)
         sheet.paste(thumb, ((i % columns) * tw, (i // columns) * th))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)

@@ -9,7 +9,7 @@ not removed, so it shows as a constant bias in the levels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def coefficients(keypoints: np.ndarray) -> np.ndarray:
     return np.clip(_SOLVE @ delta.reshape(-1), style.LOW, style.HIGH).astype(np.float32)
 
 
-def _video_frames(path: Path) -> tuple[Iterator[np.ndarray], float]:
+def _video_frames(path: Path) -> tuple[Generator[np.ndarray, None, None], float]:
     try:
         import av
     except ModuleNotFoundError as exc:  # pragma: no cover - cli extra
@@ -71,7 +71,7 @@ def _video_frames(path: Path) -> tuple[Iterator[np.ndarray], float]:
     stream = container.streams.video[0]
     rate = float(stream.average_rate or stream.guessed_rate or 0.0)
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         try:
             for frame in container.decode(stream):
                 yield frame.to_ndarray(format="rgb24")

@@ -9,10 +9,11 @@ import time
 from types import FrameType
 
 from avatarflow.contracts.errors import InvalidInput
-from avatarflow.dev.cluster import SERVICES, LocalCluster
+from avatarflow.dev.cluster import GATEWAY, SERVICES, STAGE_SERVICES, LocalCluster
 from avatarflow.dev.net import port_is_free
+from avatarflow.runtime import registry
 
-DEFAULT_PORT = 50051
+DEFAULT_PORT = registry.GATEWAY.port
 
 
 class _Stop(Exception):
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_table(cluster: LocalCluster) -> None:
     rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
              f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
-            for s in ("gateway", *SERVICES[:-1]) for i in range(cluster.replicas(s))]
+            for s in (GATEWAY, *STAGE_SERVICES) for i in range(cluster.replicas(s))]
     rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir))]
     width = max(len(name) for name, _ in rows)
     print("avatarflow is up:")

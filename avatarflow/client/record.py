@@ -4,14 +4,17 @@ first frame, frame rate, frame-interval jitter, dropped frames."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
 from avatarflow.contracts.v1 import api_pb2
 
 
-class ReceivedFrame(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ReceivedFrame:
+    """One frame as the client received it (a dataclass: a tuple's ``index`` method would
+    clash with the frame index)."""
+
     index: int
     pts: float  # seconds on the session's audio clock
     received_at: float  # time.monotonic() when the client read it

@@ -34,7 +34,7 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             w, h = img.size
             if w > MAX_SIDE or h > MAX_SIDE:
                 raise InvalidInput(

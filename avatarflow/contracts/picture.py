@@ -54,6 +54,7 @@ class Picture:
     def rgb(self) -> np.ndarray:
         """The pixels, decoding the JPEG once if needed. Treat the array as read-only."""
         if self._rgb is None:
+            assert self._jpeg is not None  # the constructor takes pixels, JPEG or both
             cv2 = _cv2()
             bgr = cv2.imdecode(np.frombuffer(self._jpeg, np.uint8), cv2.IMREAD_COLOR)
             if bgr is None or bgr.shape[:2] != (self.height, self.width):

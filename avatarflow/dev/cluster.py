@@ -1,4 +1,5 @@
-"""A local cluster of real processes: Redis, the four stage services and the gateway.
+"""A local cluster of real processes: Redis, every stage service and the gateway (the
+services of avatarflow.runtime.registry).
 
 Each service runs as ``python -m avatarflow.cli.main serve SERVICE`` on its own port with its
 own log file; the cluster is ready when every process reports SERVING through grpc.health.v1.
@@ -20,9 +21,12 @@ from types import TracebackType
 from avatarflow.contracts.errors import AvatarflowError
 from avatarflow.dev.net import free_port, serving
 from avatarflow.dev.redis_server import RedisServer, tail
+from avatarflow.runtime import registry
 
-STAGE_SERVICES = ("audio-encoder", "motion-gen", "renderer", "refiner")
-SERVICES = (*STAGE_SERVICES, "gateway")
+STAGE_SERVICES = registry.STAGE_NAMES
+GATEWAY = registry.GATEWAY.name
+# Start order: the stages first, so the gateway finds them serving.
+SERVICES = (*STAGE_SERVICES, GATEWAY)
 HOST = "127.0.0.1"
 
 
@@ -82,7 +86,7 @@ class LocalCluster:
             if count < 1:
                 raise ValueError(f"{service} needs at least one replica, got {count}")
             for i in range(count):
-                if service == "gateway" and i == 0 and gateway_port:
+                if service == GATEWAY and i == 0 and gateway_port:
                     port = gateway_port
                 else:
                     port = free_port()
@@ -106,7 +110,7 @@ class LocalCluster:
 
     @property
     def gateway_target(self) -> str:
-        return self.target("gateway")
+        return self.target(GATEWAY)
 
     def target(self, service: str, replica: int = 0) -> str:
         return f"{HOST}:{self._get(service, replica).port}"
@@ -141,7 +145,7 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "avatarflow.cli.main", "serve", service,
                "--port", str(r.port), "--metrics-port", str(r.metrics_port),
                "--redis", self.redis_url, "--consumer", r.consumer]
-        if service == "gateway":
+        if service == GATEWAY:
             cmd += ["--renderer", self.target("renderer")]
         return cmd
 
@@ -156,11 +160,11 @@ class LocalCluster:
                 self._redis = RedisServer(log_dir=self.log_dir).start()
                 self._redis_url = self._redis.url
             atexit.register(self.stop)  # after Redis's own hook, so it runs first (LIFO)
-            stages = [r for r in self._replicas.values() if r.service != "gateway"]
+            stages = [r for r in self._replicas.values() if r.service != GATEWAY]
             for r in stages:
                 self._spawn(r)
             self._wait_serving(stages, timeout)
-            gateways = [r for r in self._replicas.values() if r.service == "gateway"]
+            gateways = [r for r in self._replicas.values() if r.service == GATEWAY]
             for r in gateways:
                 self._spawn(r)
             self._wait_serving(gateways, timeout)
@@ -235,7 +239,7 @@ class LocalCluster:
         """SIGTERM every service (gateway first) so it drains, SIGKILL what is left after
         ``grace`` seconds, then stop Redis. Idempotent."""
         atexit.unregister(self.stop)
-        order = sorted(self._replicas.values(), key=lambda r: r.service != "gateway")
+        order = sorted(self._replicas.values(), key=lambda r: r.service != GATEWAY)
         _terminate([r.proc for r in order if r.proc is not None], grace)
         if self._redis is not None:
             self._redis.stop()

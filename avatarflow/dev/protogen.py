@@ -8,7 +8,6 @@ committed; a test fails when they are stale.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,10 +27,10 @@ def generate(out_dir: Path) -> list[Path]:
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={tmp}",
-                f"--grpc_python_out={tmp}", *files]
+                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *files]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed")
-        for raw in sorted(Path(tmp).rglob("*_pb2*.py")):
+        for raw in sorted(Path(tmp).rglob("*_pb2*.py*")):  # modules and their type stubs
             text = raw.read_text().replace("from avatarflow.v1 import",
                                            "from avatarflow.contracts.v1 import")
             target = out_dir / raw.name
@@ -57,4 +56,4 @@ def check() -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

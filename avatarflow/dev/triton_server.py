@@ -210,10 +210,10 @@ class TritonServer(ChildServer):
                 return self
             if "already in use" not in self.log() or self.alive():
                 break
-        log = self.log()
+        log_text = self.log()
         self.stop()
         raise Unavailable(f"tritonserver did not get {', '.join(self.models)} ready within "
-                          f"{timeout:g} s ({binary}); its log ends:\n{log}")
+                          f"{timeout:g} s ({binary}); its log ends:\n{log_text}")
 
     def ready(self, model: str | None = None) -> bool:
         """True when the server (or ``model``) answers ready on the HTTP health endpoint."""

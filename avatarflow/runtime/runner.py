@@ -2,7 +2,9 @@
 
 For every delivery: restore the session if the bus says it was taken over, drop a frame that is
 already past its deadline (stages that keep no history only), run the stage, then commit the
-outputs, the acknowledgement and the session state together.
+outputs, the acknowledgement and the session state together. The runner owns each session's
+lifetime on the stage: it ends it (``Stage.end``) on EndOfAudio, on a SessionError and when
+the bus says another replica owns it now.
 
 Load shedding: a stage that keeps no history and is more than ``shed_after_s`` past a frame's
 due time (its deadline minus the budget) while a newer frame of the same session is already
@@ -17,18 +19,25 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.contracts import messages as m
 from avatarflow.contracts.errors import AvatarflowError
 from avatarflow.runtime.registry import StageSpec
-from avatarflow.runtime.stage import FRAME_TYPES, Stage, StageStats, run_batch, run_stage
+from avatarflow.runtime.stage import (
+    FRAME_TYPES,
+    Stage,
+    StageStats,
+    run_batch,
+    run_stage,
+    session_ended,
+)
 from avatarflow.telemetry import tracing
 from avatarflow.telemetry.metrics import StageMeter
 
 log = logging.getLogger(__name__)
 
-ENDS_SESSION = (m.EndOfAudio, m.SessionError)
 RUN, DROP, SHED = "run", "drop", "shed"
 
 
@@ -71,7 +80,7 @@ class StageRunner:
     serve them all, which is what keeps a busy stage from falling behind on overheads.
     """
 
-    def __init__(self, spec: StageSpec, stage: Stage, bus: Bus, *, offload: bool = False,
+    def __init__(self, spec: StageSpec, stage: Stage[Any, Any], bus: Bus, *, offload: bool = False,
                  batch: int = 1, budget_s: float = 0.5, shed_after_s: float = 0.0) -> None:
         self.spec, self.stage, self.bus, self.offload = spec, stage, bus, offload
         self.batch = batch
@@ -109,7 +118,7 @@ class StageRunner:
         for c, ok in zip(commits, oks, strict=True):
             if not ok:
                 sid = c.delivery.msg.session_id
-                self.stage.drop(sid)
+                self.stage.end(sid)
                 self.stats.lost += 1
                 log.warning("%s: session %s is now owned by another replica", self.spec.name,
                             sid)
@@ -117,7 +126,7 @@ class StageRunner:
     def _process_all(self, batch: list[Delivery]) -> list[Commit]:
         superseded = self._superseded(batch)
         if not self.stage.batches:  # one at a time: each snapshot is taken right after its message
-            commits = []
+            commits: list[Commit] = []
             for i, d in enumerate(batch):
                 msg, action = self._admit(d, i in superseded)
                 span = tracing.start(self.span_name, msg)
@@ -130,19 +139,20 @@ class StageRunner:
         # frames of many sessions can run as one batch before anything is committed.
         msgs = [self._admit(d, i in superseded) for i, d in enumerate(batch)]
         spans = [tracing.start(self.span_name, msg) for msg, _ in msgs]
-        outs = run_batch(self.stage, [msg if action is RUN else None for msg, action in msgs],
-                         self.stats.process)
-        outs = [o if action is RUN else self._skip(msg, action)
-                for o, (msg, action) in zip(outs, msgs, strict=True)]
-        for span, o in zip(spans, outs, strict=True):
+        ran = run_batch(self.stage, [msg if action is RUN else None for msg, action in msgs],
+                        self.stats.process)
+        results = [o if action is RUN else self._skip(msg, action)
+                   for o, (msg, action) in zip(ran, msgs, strict=True)]
+        for span, o in zip(spans, results, strict=True):
             tracing.finish(span, o)
-        return [self._commit(d, msg, o) for d, (msg, _), o in zip(batch, msgs, outs,
+        return [self._commit(d, msg, o) for d, (msg, _), o in zip(batch, msgs, results,
                                                                   strict=True)]
 
     @staticmethod
     def _superseded(batch: list[Delivery]) -> set[int]:
         """Positions of frames followed, in the same batch, by a frame of their session."""
-        out, seen = set(), set()
+        out: set[int] = set()
+        seen: set[str] = set()
         for i in range(len(batch) - 1, -1, -1):
             msg = batch[i].msg
             if isinstance(msg, FRAME_TYPES):
@@ -154,7 +164,7 @@ class StageRunner:
     def _admit(self, d: Delivery, superseded: bool = False) -> tuple[m.Message, str]:
         """The message to process (restoring a taken-over session first) and what to do with
         it: RUN it, DROP it (a frame past its deadline) or SHED it (see the module doc)."""
-        msg = self._restore(d) if d.restore is not None else d.msg
+        msg = d.msg if d.restore is None else self._restore(d.msg, d.restore)
         if not (self.stage.drops_late and isinstance(msg, FRAME_TYPES) and msg.deadline):
             return msg, RUN
         now = time.time()
@@ -190,19 +200,19 @@ class StageRunner:
         for o in outs:
             if o.deadline and isinstance(o, FRAME_TYPES):
                 self.meter.latency.observe(max(0.0, now - (o.deadline - self.budget_s)))
-        ended = isinstance(msg, ENDS_SESSION) or any(isinstance(o, ENDS_SESSION) for o in outs)
+        ended = session_ended(msg, outs)
         if ended:
-            self.stage.drop(sid)
+            self.stage.end(sid)
         keep = self.bus.keeps_state and not ended and self.stage.state_changed_by(msg)
         state = self.stage.snapshot(sid) if keep else None
         return Commit(d, outs, state, ended, self.bus.prepare(outs))
 
-    def _restore(self, d: Delivery) -> m.Message:
+    def _restore(self, msg: m.Message, data: bytes) -> m.Message:
         """Continues a session taken over from another replica; if that is impossible, the
         message becomes the session's error."""
-        msg, sid = d.msg, d.msg.session_id
+        sid = msg.session_id
         try:
-            self.stage.restore(sid, d.restore)
+            self.stage.restore(sid, data)
         except AvatarflowError as exc:  # e.g. the avatar expired meanwhile
             log.warning("%s: session %s cannot be continued: %s", self.spec.name, sid,
                         exc.message)

@@ -69,8 +69,9 @@ class ServiceRuntime:
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             for t in done:
-                if t is not stopper and t.exception() is not None:
-                    raise t.exception()
+                failure = None if t is stopper else t.exception()
+                if failure is not None:
+                    raise failure
         finally:
             log.info("%s stopping: draining for up to %.1f s", self.settings.service,
                      self.settings.grace_s)

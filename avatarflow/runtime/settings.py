@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from avatarflow.contracts.errors import InvalidInput
+from avatarflow.runtime import registry
 
-SERVICES = ("gateway", "audio-encoder", "motion-gen", "renderer", "refiner")
-DEFAULT_PORTS = {"gateway": 50051, "audio-encoder": 50061, "motion-gen": 50062,
-                 "renderer": 50063, "refiner": 50064}
+# Derived from the registry, where every service is declared once.
+SERVICES = registry.NAMES
+DEFAULT_PORTS = {s.name: s.port for s in registry.SERVICES}
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Settings:
     stall_ms: float = 150.0  # audio this far behind the clock is filled with silence
     summary_s: float = 2.0  # period of latency summaries sent to the client
     max_message_mb: float = 16.0  # largest gRPC message accepted (a portrait upload)
-    renderer_target: str = "127.0.0.1:50063"  # the renderer's gRPC address (gateway)
+    # The renderer's gRPC address (gateway).
+    renderer_target: str = f"127.0.0.1:{registry.service('renderer').port}"
     grace_s: float = 5.0  # drain time on SIGTERM
     threads: int = 1  # worker threads for a stage's engine (numpy/cv2)
 

@@ -1,11 +1,10 @@
 """One pipeline stage as a service process: a Redis-streams worker plus a gRPC server with
-health, reflection and a ``Stage.Status`` call. ``services/<name>/.../server.py`` starts it,
-adding servicers of its own."""
+health, reflection and a ``Stage.Status`` call. ``serve`` runs any stage; a stage with gRPC
+servicers of its own has a ``server`` module (registry) that calls ``serve_stage`` with them."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Callable
 
@@ -16,7 +15,8 @@ from avatarflow.bus.avatars import RedisAvatarRegistry
 from avatarflow.bus.streams import RedisBus
 from avatarflow.contracts.v1 import internal_pb2 as ipb
 from avatarflow.contracts.v1 import internal_pb2_grpc
-from avatarflow.runtime.registry import DEFAULT_ENGINES, PIPELINE
+from avatarflow.runtime import registry
+from avatarflow.runtime.build import build_stage
 from avatarflow.runtime.runner import StageRunner
 from avatarflow.runtime.service import ServiceRuntime
 from avatarflow.runtime.settings import Settings
@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 REDIS_WAIT_S = 30.0
 BATCH = 8  # messages handled per thread hand-off and bus round trip, when waiting
-# Stages whose frames take milliseconds run in a worker thread so heartbeats and health
-# checks stay prompt; the sub-millisecond ones run on the event loop (a hand-off costs more).
-OFFLOAD = {"renderer", "refiner"}
 
 
 class StageServicer(internal_pb2_grpc.StageServicer):
@@ -45,7 +42,7 @@ class StageServicer(internal_pb2_grpc.StageServicer):
             service=r.spec.name, consumer=self.bus.consumer,
             sessions=self.bus.session_count(r.spec.input, r.spec.group),
             frames=st.process.frames, dropped=st.dropped,
-            degraded=int(getattr(r.stage, "degraded", 0)), recovered=st.recovered,
+            degraded=r.stage.degraded, recovered=st.recovered,
             input=ipb.HopStats(topic=r.spec.input, messages=hop.messages,
                                bytes_per_frame=hop.frame_bytes / max(1, hop.frames),
                                p50_ms=float(np.median(lat)), p99_ms=float(np.percentile(lat, 99))),
@@ -63,25 +60,24 @@ def _limit_threads(threads: int) -> None:
 
 
 def build(settings: Settings) -> tuple[Stage, RedisAvatarRegistry | None]:
-    spec = next(s for s in PIPELINE if s.name == settings.service)
+    """The service's stage; one that works on portraits gets an avatar store backed by Redis
+    (returned too), so every replica sees the portraits the gateway registered."""
+    spec = registry.stage(settings.service)
     _limit_threads(settings.threads)
-    options: dict[str, object] = settings.engine_kwargs()
-    backing = None
-    if spec.name in ("renderer", "refiner"):
-        backing = RedisAvatarRegistry(settings)
-        options["store"] = AvatarStore(backing=backing)
-    module = importlib.import_module(spec.module)
-    return module.build_stage(settings.engine or DEFAULT_ENGINES[spec.name], **options), backing
+    backing = RedisAvatarRegistry(settings) if spec.avatars else None
+    store = AvatarStore(backing=backing) if backing is not None else None
+    return build_stage(spec.name, settings.engine, store=store,
+                       **settings.engine_kwargs()), backing
 
 
 async def serve_stage(settings: Settings,
                       extend: Callable[[ServiceRuntime, Stage, RedisAvatarRegistry | None], None]
                       | None = None) -> None:
     """Runs the stage named by ``settings.service`` until SIGTERM."""
-    spec = next(s for s in PIPELINE if s.name == settings.service)
+    spec = registry.stage(settings.service)
     stage, backing = build(settings)
     bus = RedisBus(settings)
-    runner = StageRunner(spec, stage, bus, offload=spec.name in OFFLOAD, batch=BATCH,
+    runner = StageRunner(spec, stage, bus, offload=spec.offload, batch=BATCH,
                          budget_s=settings.frame_budget_ms / 1000,
                          shed_after_s=settings.shed_after_ms / 1000)
     metrics.track_sessions(spec.name, lambda: stage.session_count)
@@ -106,3 +102,8 @@ async def serve_stage(settings: Settings,
         stage.close()
         if backing is not None:
             backing.close()
+
+
+async def serve(settings: Settings) -> None:
+    """The entry point of a stage that adds nothing to the generic stage service."""
+    await serve_stage(settings)

@@ -19,11 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from avatarflow.contracts import messages as m
+from avatarflow.runtime import registry
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
 _provider: Any = None
-SPAN_NAMES = {"gateway": "audio chunk", "audio-encoder": "features", "motion-gen": "motion",
-              "renderer": "render", "refiner": "refine"}
+# The span each service opens per message it handles, declared with the service.
+SPAN_NAMES = {s.name: s.span for s in registry.SERVICES}
 SEND = "send"
 
 

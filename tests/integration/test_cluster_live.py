@@ -9,13 +9,14 @@ import time
 import grpc
 import numpy as np
 import pytest
-import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from avatarflow.bus.streams import RedisBus
 from avatarflow.client.api import AvatarClient, run_session
 from avatarflow.client.record import SessionRecord
 from avatarflow.contracts.v1 import api_pb2, internal_pb2, internal_pb2_grpc
+from avatarflow.runtime.settings import Settings
 from tests.integration.cluster_support import (
     FPS,
     config,
@@ -136,6 +137,15 @@ def _stage_sessions(cluster) -> dict[str, int]:
     return asyncio.run(main())
 
 
+async def _session_keys(redis_url: str, sid: str) -> list[str]:
+    """The Redis keys the session still has, as the bus reports them."""
+    bus = RedisBus(Settings.load("gateway", environ={}, redis_url=redis_url, consumer="check"))
+    try:
+        return await bus.session_keys(sid)
+    finally:
+        await bus.close()
+
+
 def test_a_client_that_disconnects_releases_everything(cluster, avatar_id: str,
                                                        inputs: dict) -> None:
     rate = inputs["rate"]
@@ -152,10 +162,9 @@ def test_a_client_that_disconnects_releases_everything(cluster, avatar_id: str,
             return started.session_id
 
     sid = asyncio.run(main())
-    r = redis.Redis.from_url(cluster.redis_url)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        left = [k for k in r.scan_iter(match=f"*{sid}*")]
+        left = asyncio.run(_session_keys(cluster.redis_url, sid))
         busy = _stage_sessions(cluster)
         if not left and not any(busy.values()):
             break

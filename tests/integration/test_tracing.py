@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 
 import pytest
 
+from avatarflow.cli.serve import entry_point
 from avatarflow.client.api import AvatarClient, run_session
 from avatarflow.dev.net import free_port, serving
 from avatarflow.dev.redis_server import RedisServer
@@ -21,7 +21,6 @@ from avatarflow.runtime.settings import SERVICES, Settings
 from avatarflow.telemetry import tracing
 from tests.integration.cluster_support import config
 
-MODULES = {s: f"avatarflow_{s.replace('-', '_')}.server" for s in SERVICES}
 CLIENT_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -49,7 +48,7 @@ async def _services(redis_url: str) -> tuple[list[asyncio.Task], str]:
                                  frame_budget_ms=10_000, shed_after_ms=0,
                                  redis_url=redis_url, consumer=f"{s}-traced",
                                  renderer_target=f"127.0.0.1:{ports['renderer']}")
-        serve = importlib.import_module(MODULES[s]).serve
+        serve = entry_point(s)
         tasks.append(asyncio.create_task(serve(settings), name=s))
     for s in SERVICES:
         for _ in range(600):

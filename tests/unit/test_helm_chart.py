@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from avatarflow.bus import keys
+from avatarflow.runtime import registry
 from avatarflow.runtime.registry import PIPELINE
 from avatarflow.runtime.settings import DEFAULT_PORTS, SERVICES, Settings
 
@@ -114,6 +115,25 @@ def test_chart_metadata_matches_the_package() -> None:
         assert {s: chart.values["components"][s]["port"] for s in SERVICES} == DEFAULT_PORTS
     assert meta["apiVersion"] == "v2" and meta["name"] == "avatarflow"
     assert meta["appVersion"] == version
+
+
+def test_values_declare_the_services_of_the_registry() -> None:
+    """One declaration per service (avatarflow/runtime/registry.py): the chart's components,
+    their ports and default replica counts, and the stream and consumer group each stage's
+    autoscaler watches are the registry's."""
+    with helm.Chart.load(CHART) as chart:
+        values = chart.values
+    assert set(values["components"]) == set(registry.NAMES)
+    for spec in registry.SERVICES:
+        component = values["components"][spec.name]
+        assert (component["port"], component["replicas"]) == (spec.port, spec.replicas)
+        assert ("autoscaling" in component) == isinstance(spec, registry.StageSpec), spec.name
+    assert values["streams"] == {spec.name: {"stream": keys.join(spec.input), "group": spec.group}
+                                 for spec in registry.PIPELINE}
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    assert set(schema["components"]["properties"]) == set(schema["components"]["required"]) == (
+        set(registry.NAMES))
+    assert set(schema["streams"]["properties"]) == set(registry.STAGE_NAMES)
 
 
 @pytest.mark.parametrize("profile", ["default", *PROFILES])

@@ -1,10 +1,10 @@
 """Cross-session batching in the stage runner: consecutive frames of several sessions go through
-``process_frames`` in one call; control messages keep their order; a failing batch is retried
+``Stage.process_many`` in one call; control messages keep their order; a failing batch is retried
 one by one so only the guilty session gets an error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,23 +17,27 @@ def _frame(sid: str, i: int, value: float = 1.0) -> m.AudioFeatures:
     return m.AudioFeatures(session_id=sid, index=i, features=np.full(2, value, np.float32))
 
 
-class Doubler(Stage):
-    """Doubles features; batches; a negative feature is bad input."""
+class Doubler(Stage[None, m.AudioFeatures]):
+    """Doubles features of any session, no SessionStart needed; batches; a negative feature
+    is bad input."""
 
     name = "doubler"
+    accepts = m.AudioFeatures
+    batches = True
 
     def __init__(self) -> None:
         super().__init__()
         self.batches_seen: list[list[tuple[str, int]]] = []
 
-    def process(self, msg: m.Message) -> Iterable[m.Message]:
-        if isinstance(msg, m.AudioFeatures):
-            return (self._double(msg),)
-        return (msg,)
+    def session(self, session_id: str) -> None:
+        return None
 
-    def process_frames(self, msgs: list[m.Message]) -> list[Iterable[m.Message]] | None:
-        self.batches_seen.append([(x.session_id, x.index) for x in msgs])
-        return [(self._double(x),) for x in msgs]
+    def frame(self, session: None, msg: m.AudioFeatures) -> list[m.Message]:
+        return [self._double(msg)]
+
+    def frames(self, items: Sequence[tuple[None, m.AudioFeatures]]) -> list[list[m.Message]]:
+        self.batches_seen.append([(x.session_id, x.index) for _, x in items])
+        return [[self._double(x)] for _, x in items]
 
     @staticmethod
     def _double(msg: m.AudioFeatures) -> m.AudioFeatures:

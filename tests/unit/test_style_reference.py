@@ -31,6 +31,7 @@ def _motion(e: np.ndarray) -> MotionFrame:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """An MP4 of the astronaut speaking with known jaw and brows, and those coefficients."""
+    from avatarflow_renderer.analysis import analyse
     from avatarflow_renderer.engines import create
 
     t = np.arange(FRAMES)
@@ -39,7 +40,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
     truth[:, mo.EXPR["brow_raise"]] = 0.45 + 0.45 * np.sin(2 * np.pi * t / 13.0 + 1.0)
     engine = create("warp")
     try:
-        avatar = engine.prepare(skimage.data.astronaut(), "astronaut", "head", 256, 256)
+        avatar = analyse(skimage.data.astronaut(), "astronaut", "head", 256, 256)
         path = tmp_path_factory.mktemp("style") / "speaking.mp4"
         writer = Mp4Writer(path, 256, 256, FPS, crf=16)
         for e in truth:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from avatarflow.runtime.stage import Stage
+if TYPE_CHECKING:
+    from avatarflow_audio_encoder.stage import AudioEncoderStage
 
 
-def build_stage(engine: str = "mel", **options: Any) -> Stage:
+def build_stage(engine: str = "mel", **options: Any) -> AudioEncoderStage:
     """Builds the audio-encoder stage; imported lazily so the package itself stays light."""
     from avatarflow_audio_encoder.stage import AudioEncoderStage
 

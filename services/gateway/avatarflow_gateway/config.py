@@ -1,10 +1,9 @@
-"""Checks a client's SessionConfig and turns it into the pipeline's SessionStart."""
+"""Checks a client's SessionConfig and audio bytes: the protobuf side of a ``SessionSpec``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numpy as np
 
-from avatarflow.contracts import messages as m
 from avatarflow.contracts import style as styles
 from avatarflow.contracts.codec import controls_from_pb
 from avatarflow.contracts.controls import Controls
@@ -12,37 +11,12 @@ from avatarflow.contracts.errors import InvalidInput
 from avatarflow.contracts.limits import MAX_CHUNK_S, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from avatarflow.contracts.output import resolve_output
 from avatarflow.contracts.v1 import api_pb2
+from avatarflow.session.spec import SessionSpec
 
 MIN_RATE, MAX_RATE = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
 ENCODINGS = {api_pb2.FRAME_ENCODING_UNSPECIFIED: api_pb2.FRAME_ENCODING_JPEG,
              api_pb2.FRAME_ENCODING_JPEG: api_pb2.FRAME_ENCODING_JPEG,
              api_pb2.FRAME_ENCODING_RAW_RGB: api_pb2.FRAME_ENCODING_RAW_RGB}
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """A validated session configuration."""
-
-    sample_rate: int
-    mode: str
-    width: int
-    height: int
-    fps: float
-    encoding: int
-    controls: Controls
-    avatar_id: str
-    image: bytes
-    style: styles.StyleReference | None = None
-
-    def output(self) -> api_pb2.OutputFormat:
-        return api_pb2.OutputFormat(mode=self.mode, width=self.width, height=self.height,
-                                    fps=self.fps)
-
-    def start(self, session_id: str, avatar_id: str) -> m.SessionStart:
-        return m.SessionStart(session_id=session_id, avatar_id=avatar_id,
-                              sample_rate=self.sample_rate, mode=self.mode, width=self.width,
-                              height=self.height, fps=self.fps, controls=self.controls,
-                              style=self.style)
 
 
 def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
@@ -68,10 +42,8 @@ def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
                        image=c.image if which == "image" else b"", style=style)
 
 
-def pcm_from_bytes(data: bytes, rate: int):
+def pcm_from_bytes(data: bytes, rate: int) -> np.ndarray:
     """Little-endian PCM16 bytes -> int16 samples."""
-    import numpy as np
-
     if len(data) % 2:
         raise InvalidInput(f"audio is PCM16: {len(data)} bytes is not a whole number of samples")
     if len(data) // 2 > MAX_CHUNK_S * rate:

@@ -6,12 +6,15 @@ import asyncio
 
 import grpc
 
+from avatarflow.bus.avatars import RedisAvatarRegistry
 from avatarflow.bus.streams import RedisBus
 from avatarflow.contracts.v1 import api_pb2_grpc, internal_pb2_grpc
 from avatarflow.runtime.service import ServiceRuntime
 from avatarflow.runtime.settings import Settings
 from avatarflow.runtime.stage_service import REDIS_WAIT_S
+from avatarflow.session import AvatarPath, FrontSettings, SessionFront
 from avatarflow.telemetry import metrics
+from avatarflow_gateway.portraits import RendererPortraits
 from avatarflow_gateway.servicer import AvatarsServicer
 
 
@@ -24,16 +27,19 @@ def renderer_channel_target(target: str) -> str:
 
 async def serve(settings: Settings) -> None:
     bus = RedisBus(settings, block_ms=20)
+    registry = RedisAvatarRegistry(settings)
     limit = int(settings.max_message_mb * 1024 * 1024)
     channel = grpc.aio.insecure_channel(renderer_channel_target(settings.renderer_target),
                                         options=[("grpc.max_send_message_length", limit),
                                                  ("grpc.max_receive_message_length", limit),
                                                  ("grpc.lb_policy_name", "round_robin")])
-    servicer = AvatarsServicer(settings, bus, internal_pb2_grpc.PortraitsStub(channel))
-    metrics.track_sessions("gateway", lambda: len(servicer.sessions))
-    metrics.GATEWAY_FPS.set_function(servicer.mean_fps)
+    avatars = AvatarPath(registry, RendererPortraits(internal_pb2_grpc.PortraitsStub(channel)))
+    front = SessionFront(bus, avatars, FrontSettings.live(settings))
+    metrics.track_sessions("gateway", lambda: len(front.sessions))
+    metrics.GATEWAY_FPS.set_function(front.mean_fps)
     runtime = ServiceRuntime(settings)
-    runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, servicer, "avatarflow.v1.Avatars")
+    runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, AvatarsServicer(front),
+                "avatarflow.v1.Avatars")
 
     async def warm_up() -> None:
         await bus.wait_ready(REDIS_WAIT_S)
@@ -41,12 +47,13 @@ async def serve(settings: Settings) -> None:
     async def drain() -> None:
         # Sessions in flight run to their end within the grace period; new ones are refused
         # by the health status (NOT_SERVING) and then by the server stopping.
-        while servicer.sessions:
+        while front.sessions:
             await asyncio.sleep(0.05)
 
     try:
-        await runtime.run(warm_up, [servicer.dispatch()], drain)
+        await runtime.run(warm_up, [front.dispatch()], drain)
     finally:
-        await servicer.background.__aexit__(None, None, None)
+        await front.aclose()
         await channel.close()
         await bus.close()
+        registry.close()

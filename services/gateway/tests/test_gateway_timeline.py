@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatarflow_gateway.timeline import Timeline
+from avatarflow.session.timeline import Timeline
 
 
 def test_frames_get_their_own_span_and_spans_tile_the_audio() -> None:

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from avatarflow.contracts import messages as m
 from avatarflow.contracts.controls import Controls
-from avatarflow.contracts.errors import AvatarflowError, InvalidInput, NotFound
+from avatarflow.contracts.errors import AvatarflowError, InvalidInput
 from avatarflow.contracts.style import StyleReference
 from avatarflow.runtime.stage import Stage
 
 from . import engines
+from .engines.common import MotionOutput
 
 
 class _Envelope(NamedTuple):
     frame: int  # session-relative feature frame number, as the engine counts
-    index: int
+    msg_index: int  # the message's index
     pts: float
     traceparent: str
     deadline: float
@@ -31,46 +31,41 @@ class _Session:
     # Handed to the engine session when it opens, then dropped: the engine keeps what it
     # needs of it (and its snapshot with it), so a session's saved state stays small.
     style: StyleReference | None = None
-    motion: Any = None  # the engine session, opened by the first AudioFeatures (needs layout)
+    # The engine session, opened by the first AudioFeatures (it needs their layout).
+    motion: engines.MotionSession | None = None
     layout: str = ""
     frames: int = 0
     pending: deque[_Envelope] = field(default_factory=deque)  # fed, motion not yet out
 
 
-class MotionGenStage(Stage):
+class MotionGenStage(Stage[_Session, m.AudioFeatures]):
     """Turns each session's audio features into motion with a named engine."""
 
     name = "motion-gen"
-    _sessions: dict[str, _Session]
+    accepts = m.AudioFeatures
 
     def __init__(self, engine: str = "signal", **options: Any) -> None:
         super().__init__()
-        self.engine = engines.create(engine, **options)
+        self.engine: engines.MotionEngine = engines.create(engine, **options)
 
-    def process(self, msg: m.Message) -> Iterable[m.Message]:
-        if isinstance(msg, m.AudioFeatures):
-            return self._features(msg)
-        sid = msg.session_id
-        if isinstance(msg, m.SessionStart):
-            self._sessions[sid] = _Session(fps=msg.fps, controls=msg.controls, style=msg.style)
-        elif isinstance(msg, m.ControlUpdate) and sid in self._sessions:
-            s = self._sessions[sid]
-            s.controls = msg.controls
-            if s.motion is not None:
-                s.motion.set_controls(msg.controls)
-        elif isinstance(msg, m.Interrupt) and sid in self._sessions:
-            if self._sessions[sid].motion is not None:
-                self._sessions[sid].motion.reset_audio()
-        elif isinstance(msg, m.EndOfAudio) and sid in self._sessions:
-            s = self._sessions.pop(sid)
-            rest = s.motion.flush() if s.motion is not None else []
-            return [*self._frames(sid, s, rest), msg]
-        return (msg,)
+    def start(self, msg: m.SessionStart) -> _Session:
+        return _Session(fps=msg.fps, controls=msg.controls, style=msg.style)
 
-    def _features(self, msg: m.AudioFeatures) -> list[m.Message]:
-        s = self._sessions.get(msg.session_id)
-        if s is None:
-            raise NotFound(f"motion-gen has no session {msg.session_id!r}")
+    def control(self, session: _Session, msg: m.ControlUpdate) -> None:
+        session.controls = msg.controls
+        if session.motion is not None:
+            session.motion.set_controls(msg.controls)
+
+    def interrupt(self, session: _Session, msg: m.Interrupt) -> None:
+        if session.motion is not None:
+            session.motion.reset_audio()
+
+    def finish(self, session: _Session, msg: m.EndOfAudio) -> list[m.Message]:
+        rest = session.motion.flush() if session.motion is not None else []
+        return self._frames(msg.session_id, session, rest)
+
+    def frame(self, session: _Session, msg: m.AudioFeatures) -> list[m.Message]:
+        s = session
         if s.motion is None:
             if not msg.layout:
                 raise InvalidInput("the first AudioFeatures of a session must name its layout")
@@ -90,18 +85,17 @@ class MotionGenStage(Stage):
         return self._frames(msg.session_id, s, out)
 
     @staticmethod
-    def _frames(sid: str, s: _Session, outputs: Iterable[Any]) -> list[m.Message]:
+    def _frames(sid: str, s: _Session, outputs: list[MotionOutput]) -> list[m.Message]:
         frames: list[m.Message] = []
         for o in outputs:
             # Engines may hold frames back or drop them after a barge-in; match by frame number.
-            frame = getattr(o, "frame", None)
-            while len(s.pending) > 1 and frame is not None and s.pending[0].frame < frame:
+            while len(s.pending) > 1 and s.pending[0].frame < o.frame:
                 s.pending.popleft()
             if not s.pending:
                 raise AvatarflowError("motion engine returned more frames than it was fed")
             env = s.pending.popleft()
             frames.append(m.MotionFrame(
-                session_id=sid, index=env.index, pts=env.pts, traceparent=env.traceparent,
+                session_id=sid, index=env.msg_index, pts=env.pts, traceparent=env.traceparent,
                 deadline=env.deadline,
                 rotation=o.rotation, translation=o.translation, scale=o.scale,
                 expression=o.expression, head_template=o.head_template,
@@ -110,6 +104,4 @@ class MotionGenStage(Stage):
 
     def close(self) -> None:
         self._sessions.clear()
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        self.engine.close()

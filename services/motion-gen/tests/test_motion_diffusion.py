@@ -28,7 +28,7 @@ from avatarflow.runtime import state
 from avatarflow_motion_gen import build_stage
 from avatarflow_motion_gen.engines import create
 from avatarflow_motion_gen.engines.body import CURL_DELTA, WRISTS
-from avatarflow_motion_gen.engines.diffusion import build_model, engine, preset, save
+from avatarflow_motion_gen.engines.diffusion import build_model, loaded, preset, save
 from avatarflow_motion_gen.models import HAND_BASIS, HAND_COMPONENTS, hand_keypoints
 
 NON_BLINK = [i for n, i in EXPR.items() if not n.startswith("blink")]
@@ -261,7 +261,7 @@ def test_session_snapshot_restores_exactly(weights: str, clip: np.ndarray) -> No
     got = session.push(list(clip[:29]))  # mid-window, with pending look-ahead
     data = state.dumps(session)
     assert len(data) < 16_000 and b"torch" not in data
-    engine._REGISTRY.clear()  # another replica: the engine is loaded again from the weights
+    loaded._LOADED.clear()  # another replica: the engine is loaded again from the weights
     restored = state.loads(data)
     got += restored.push(list(clip[29:])) + restored.flush()
     assert same(got, want)

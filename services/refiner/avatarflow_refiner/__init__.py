@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from avatarflow_refiner.stage import RefinerStage
 
 
-def build_stage(engine: str = "blend", **options: Any):
+def build_stage(engine: str = "blend", **options: Any) -> RefinerStage:
     """The refiner stage with ``engine``; imported lazily so the package imports cheaply."""
     from avatarflow_refiner.stage import RefinerStage
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from avatarflow_renderer.stage import RendererStage
 
 
-def build_stage(engine: str = "warp", **options: Any):
+def build_stage(engine: str = "warp", **options: Any) -> RendererStage:
     """The renderer stage with ``engine``; imported lazily so the package imports cheaply."""
     from avatarflow_renderer.stage import RendererStage
 

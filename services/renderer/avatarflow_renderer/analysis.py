@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from avatarflow.avatars import mouthclose
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.errors import InvalidInput, MissingExtra
-from avatarflow_renderer import mouthclose
 
 # Per mode: eye midpoint height (fraction of canvas height), IOD (fraction of canvas width).
 FRAMING = {"upper-body": (0.34, 0.15), "head": (0.42, 0.27)}
@@ -83,7 +83,8 @@ def _soften_outside(canvas: np.ndarray, src: np.ndarray, m: np.ndarray) -> np.nd
     blur of them, feathered in, reads as out-of-focus background instead."""
     h, w = canvas.shape[:2]
     inside = cv2.warpAffine(np.ones(src.shape[:2], np.float32), m, (w, h),
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(0,))
     if inside.min() >= 0.999:
         return canvas
     soft = cv2.GaussianBlur(canvas, (0, 0), w / 24)
@@ -284,7 +285,7 @@ class PortraitAnalyser:
 
 def analyse(image_rgb: np.ndarray, avatar_id: str, mode: str, width: int,
             height: int) -> Avatar:
-    """One-off analysis with throw-away graphs; engines keep a ``PortraitAnalyser`` instead."""
+    """One-off analysis with throw-away graphs; the renderer stage keeps a ``PortraitAnalyser``."""
     analyser = PortraitAnalyser()
     try:
         return analyser.analyse(image_rgb, avatar_id, mode, width, height)

@@ -17,10 +17,11 @@ from avatarflow.runtime.service import ServiceRuntime
 from avatarflow.runtime.settings import Settings
 from avatarflow.runtime.stage import Stage
 from avatarflow.runtime.stage_service import serve_stage
+from avatarflow_renderer.stage import RendererStage
 
 
 class PortraitsServicer(internal_pb2_grpc.PortraitsServicer):
-    def __init__(self, stage: Stage, backing: RedisAvatarRegistry) -> None:
+    def __init__(self, stage: RendererStage, backing: RedisAvatarRegistry) -> None:
         self.stage, self.backing = stage, backing
         self._lock = asyncio.Lock()  # one analysis at a time beside the frames
 
@@ -43,7 +44,8 @@ class PortraitsServicer(internal_pb2_grpc.PortraitsServicer):
 
 
 def _extend(runtime: ServiceRuntime, stage: Stage, backing: RedisAvatarRegistry | None) -> None:
-    assert backing is not None  # the renderer always has a Redis-backed avatar store
+    # The registry gives the renderer a Redis-backed avatar store (StageSpec.avatars).
+    assert isinstance(stage, RendererStage) and backing is not None
     runtime.add(internal_pb2_grpc.add_PortraitsServicer_to_server,
                 PortraitsServicer(stage, backing), "avatarflow.v1.Portraits")
 

@@ -12,11 +12,12 @@ import pytest
 import skimage.data
 from skimage.metrics import structural_similarity
 
+from avatarflow.avatars.warp import WarpPlan
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.errors import InvalidInput
 from avatarflow.contracts.messages import MotionFrame
+from avatarflow_renderer.analysis import analyse
 from avatarflow_renderer.engines import create
-from avatarflow_renderer.warpfield import WarpPlan
 
 
 def motion(expr: dict[str, float] | None = None, rotation=(0.0, 0.0, 0.0),
@@ -42,7 +43,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def avatar(engine):
-    return engine.prepare(skimage.data.astronaut(), "astronaut", "upper-body", 512, 768)
+    return analyse(skimage.data.astronaut(), "astronaut", "upper-body", 512, 768)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def face_crop(engine, avatar, img: np.ndarray) -> np.ndarray:
 def test_canvas_sizes_per_mode(engine, avatar):
     assert avatar.canvas.shape == (768, 512, 3)
     assert engine.render(avatar, motion()).shape == (768, 512, 3)
-    head = engine.prepare(skimage.data.astronaut(), "head", "head", 512, 512)
+    head = analyse(skimage.data.astronaut(), "head", "head", 512, 512)
     out = engine.render(head, motion({"jaw_open": 0.5}))
     assert out.shape == (512, 512, 3) and out.dtype == np.uint8
     # Head framing is tighter: the eyes are farther apart on the same canvas width.
@@ -138,10 +139,10 @@ def test_body_motion_moves_the_shoulders_and_not_the_background(engine, avatar):
 
 def test_no_face_is_invalid_input(engine):
     with pytest.raises(InvalidInput, match="no face"):
-        engine.prepare(skimage.data.coffee(), "coffee", "upper-body", 512, 768)
+        analyse(skimage.data.coffee(), "coffee", "upper-body", 512, 768)
     ramp = np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (300, 1, 3))
     with pytest.raises(InvalidInput, match="no face"):
-        engine.prepare(ramp, "ramp", "head", 512, 512)
+        analyse(ramp, "ramp", "head", 512, 512)
 
 
 def test_render_speed_smoke(engine, avatar):

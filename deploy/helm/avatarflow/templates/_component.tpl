@@ -9,7 +9,7 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 {{- if and .root.Values.autoscaling.enabled (hasKey .root.Values.streams .component) $c.autoscaling.enabled -}}true{{- end -}}
 {{- end -}}
 
-{{/* The container's environment: AVATARFLOW_* settings (avatarflow/settings.py). */}}
+{{/* The container's environment: AVATARFLOW_* settings (avatarflow/runtime/settings.py). */}}
 {{- define "avatarflow.component.env" -}}
 {{- $root := .root -}}
 {{- $c := index $root.Values.components .component -}}

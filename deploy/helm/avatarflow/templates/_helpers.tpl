@@ -71,7 +71,7 @@ names one; the tag defaults to image.tag, then the chart's appVersion. Context: 
 {{- printf "%s:%s" $repo (toString (coalesce .image.tag $img.tag .root.Chart.AppVersion)) -}}
 {{- end -}}
 
-{{/* A component's image (services/<name>/Dockerfile). */}}
+{{/* A component's image (deploy/docker/Dockerfile with SERVICE=<name>). */}}
 {{- define "avatarflow.image" -}}
 {{- $c := index .root.Values.components .component -}}
 {{- include "avatarflow.imageRef" (dict "root" .root "name" .component "image" $c.image) -}}

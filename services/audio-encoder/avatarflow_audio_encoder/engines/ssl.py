@@ -50,6 +50,7 @@ import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,7 +202,7 @@ class Windows:
         """Model-rate sample index of a time given in video frames."""
         return math.floor(frames * self.rate / self.fps + 0.5)
 
-    def pos(self, frames: np.ndarray) -> np.ndarray:
+    def pos(self, frames: np.ndarray | Sequence[int]) -> np.ndarray:
         """Fractional model-frame index of each video frame's centre."""
         centre = (np.asarray(frames, dtype=np.float64) + 0.5) * self.rate / self.fps
         return np.maximum((centre - self.field / 2) / self.hop, 0.0)

@@ -6,23 +6,24 @@ map is composed with the canvas-to-portrait affine, so the face is resampled onc
 from the high-resolution source. The portrait is sampled bicubically once per avatar onto a
 2x grid around the face (mouth closed); each frame then resamples that 2x face bilinearly,
 which after the 2:1 area reduction is as sharp as a bicubic pass at a third of its cost.
-The warp field, the mouth closing and the painters are the
-renderer's own (``avatarflow_renderer``), so both passes agree on the geometry.
+The warp field, the mouth closing and the painters are the renderer's own
+(``avatarflow.avatars.warp`` / ``paint``, shared by both), so both passes agree on the geometry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
+from avatarflow.avatars import paint
+from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
+from avatarflow.avatars.warp import WarpPlan
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.messages import MotionFrame
-from avatarflow_renderer import paint
-from avatarflow_renderer.engines.warp import PlanCache
-from avatarflow_renderer.warpfield import WarpPlan
 
 FACTOR = 2
 MARGIN = 0.4  # IOD around the face box that the high-resolution face may sample
@@ -91,7 +92,9 @@ class RefinePlan:
 
 
 class BlendEngine:
-    """Sharper face pass pasted into the body pass; CPU only."""
+    """Sharper face pass pasted into the body pass; CPU only, one frame at a time."""
+
+    batches = False
 
     def __init__(self, capacity: int = 16, **options: Any) -> None:
         if options:
@@ -113,7 +116,7 @@ class BlendEngine:
         f = FACTOR
         xy = disp * f
         xy += plan.identity
-        m1, m2 = cv2.convertMaps(xy, None, cv2.CV_16SC2)
+        m1, m2 = cv2.convertMaps(xy, None, cv2.CV_16SC2)  # type: ignore[call-overload]  # map2 may be None
         hi = cv2.remap(plan.hires, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         bx0, by0 = wp.box[:2]
         x0, y0, x1, y1 = bx0 + ix0, by0 + iy0, bx0 + ix1, by0 + iy1
@@ -130,6 +133,10 @@ class BlendEngine:
         body = region.astype(np.float32)
         region[:] = (body + plan.mask * (sharp.astype(np.float32) - body) + 0.5).astype(np.uint8)
         return out
+
+    def refine_batch(self, items: Sequence[tuple[Avatar, np.ndarray, MotionFrame]]
+                     ) -> list[np.ndarray]:
+        return [self.refine(avatar, frame, motion) for avatar, frame, motion in items]
 
     def close(self) -> None:
         self.plans.clear()

@@ -14,20 +14,21 @@ batched forward (``refine_batch``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import yaml
 
+from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.errors import InvalidInput, MissingExtra
 from avatarflow.contracts.messages import MotionFrame
 from avatarflow.runtime import devices
 from avatarflow_refiner.engines.blend import ELLIPSE, FEATHER
-from avatarflow_renderer.engines.warp import PlanCache
 
 try:
     import torch
@@ -47,6 +48,15 @@ def read_config(weights_dir: str | Path) -> RefinerConfig:
         return RefinerConfig.from_dict(yaml.safe_load(path.read_text()))
     except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
         raise InvalidInput(f"refiner config {str(path)!r} does not load: {exc}") from exc
+
+
+class FaceNetwork(Protocol):
+    """The network's forward, here (``RefinerNetwork``) or on Triton (``TritonNetwork``)."""
+
+    def forward_batch(self, source: torch.Tensor, kp_source: torch.Tensor,
+                      kp_driving: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
 
 
 class RefinerNetwork:
@@ -126,6 +136,9 @@ class RefinerNetwork:
                 for t in (source, kp_source, kp_driving, context)]
         with torch.inference_mode():
             return self.model(*args).float()
+
+    def close(self) -> None:
+        """Holds no connection: the weights go with the object."""
 
 
 class HeadCrop:
@@ -227,7 +240,10 @@ class HeadCrop:
 
 
 class NeuralEngine:
-    """ChatAnyone's face refiner: a network re-renders the head crop; torch, CPU or CUDA."""
+    """ChatAnyone's face refiner: a network re-renders the head crop; torch, CPU or CUDA.
+    Frames of several sessions go through one forward (``refine_batch``)."""
+
+    batches = True
 
     def __init__(self, weights: str | None = None, device: str = "cpu", dtype: str = "float32",
                  capacity: int = 16, triton_url: str = "", triton_model: str = "refiner",
@@ -243,10 +259,10 @@ class NeuralEngine:
             from avatarflow.triton.client import TritonNetwork
 
             size = read_config(weights).image_size
-            self.network: Any = TritonNetwork(triton_url, triton_model)
+            self.network: FaceNetwork = TritonNetwork(triton_url, triton_model)
         else:
-            self.network = RefinerNetwork.load(weights, device, dtype)
-            size = self.network.config.image_size
+            local = RefinerNetwork.load(weights, device, dtype)
+            self.network, size = local, local.config.image_size
         self.plans: PlanCache[HeadCrop] = PlanCache(lambda a: HeadCrop(a, size), capacity)
 
     def warm(self, avatar: Avatar) -> None:
@@ -257,7 +273,7 @@ class NeuralEngine:
         """H x W x 3 uint8: ``frame`` with the face re-rendered by the network."""
         return self.refine_batch([(avatar, frame, motion)])[0]
 
-    def refine_batch(self, items: list[tuple[Avatar, np.ndarray, MotionFrame]]
+    def refine_batch(self, items: Sequence[tuple[Avatar, np.ndarray, MotionFrame]]
                      ) -> list[np.ndarray]:
         """Refines frames of any sessions in one batched forward pass, in order."""
         if not items:
@@ -277,6 +293,4 @@ class NeuralEngine:
 
     def close(self) -> None:
         self.plans.clear()
-        close = getattr(self.network, "close", None)  # a Triton client's channel
-        if close is not None:
-            close()
+        self.network.close()  # a Triton client's channel

@@ -32,6 +32,8 @@ class DenseMotion(nn.Module):
     B x 1 x size x size in (0, 1).
     """
 
+    grid: torch.Tensor  # size x size x 2: a registered buffer
+
     def __init__(self, num_kp: int, size: int, width: int, depth: int, sigma: float) -> None:
         super().__init__()
         self.num_kp, self.sigma = num_kp, sigma

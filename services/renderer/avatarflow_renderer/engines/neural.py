@@ -2,9 +2,9 @@
 
 ``arch="liveportrait"`` runs LivePortrait's published checkpoints (head mode, 512 x 512
 frames); ``arch="upperbody"`` runs ChatAnyone's upper-body renderer (512 x 768 frames with the
-``full`` preset, hands injected into the generator). Portrait analysis is the warp engine's
+``full`` preset, hands injected into the generator). The renderer stage analyses the portrait
 (mediapipe); the session-constant network inputs (appearance, source keypoints) are computed
-from ``avatar.canvas`` when a session starts and cached per avatar. Frames of several
+from ``avatar.canvas`` when a session starts (``warm``) and cached per avatar. Frames of several
 sessions render in one batched forward (``render_batch``).
 
 The network is a keypoint part, which always runs here, and a generator part (appearance
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts.errors import InvalidInput, MissingExtra
 from avatarflow.contracts.messages import MotionFrame
@@ -38,11 +39,9 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
 
 import cv2
 
-from avatarflow_renderer.analysis import PortraitAnalyser
 from avatarflow_renderer.engines.neural_drive import Source, driver_for
 from avatarflow_renderer.engines.neural_keypoint_net import KeypointNetwork
 from avatarflow_renderer.engines.neural_net import RendererNetwork
-from avatarflow_renderer.engines.warp import PlanCache
 
 __all__ = ["NeuralEngine", "RendererNetwork"]
 
@@ -53,6 +52,25 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """B x 3 x H x W in [0, 1] -> B x H x W x 3 uint8 (rounded)."""
     x = (frames.clamp(0, 1) * 255).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class Generator(Protocol):
+    """The generator part (appearance encoder, warper, decoder), here or on Triton."""
+
+    def encode(self, image: torch.Tensor) -> Any:
+        """An avatar's appearance from its source image (1 x 3 x h x w)."""
+        ...
+
+    def render(self, appearances: Sequence[Any], kp_source: torch.Tensor,
+               kp_driving: torch.Tensor, hand: torch.Tensor | None = None) -> torch.Tensor:
+        """B x 3 x H_out x W_out float32 in [0, 1]: one frame per appearance."""
+        ...
+
+    async def render_async(self, appearances: Sequence[Any], kp_source: torch.Tensor,
+                           kp_driving: torch.Tensor, hand: torch.Tensor | None = None
+                           ) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
 
 
 class LocalGenerator:
@@ -68,9 +86,18 @@ class LocalGenerator:
                kp_driving: torch.Tensor, hand: torch.Tensor | None = None) -> torch.Tensor:
         return self.net.decode(torch.cat(list(appearances)), kp_source, kp_driving, hand)
 
+    async def render_async(self, appearances: Sequence[torch.Tensor], kp_source: torch.Tensor,
+                           kp_driving: torch.Tensor, hand: torch.Tensor | None = None
+                           ) -> torch.Tensor:
+        """In-process there is nothing to wait for: ``render``."""
+        return self.render(appearances, kp_source, kp_driving, hand)
+
+    def close(self) -> None:
+        """Holds nothing beyond the network."""
+
 
 class NeuralEngine:
-    """Analyses portraits (mediapipe) and renders motion frames with a neural network.
+    """Renders motion frames of analysed avatars with a neural network, many at once.
 
     Options: ``weights`` (directory, required), ``arch`` ("liveportrait" or "upperbody"),
     ``device`` (torch device), ``dtype`` ("float32"; "float16" / "bfloat16" on CUDA),
@@ -83,6 +110,8 @@ class NeuralEngine:
     without cropping and the frame back to the canvas size, so an arch suits the mode whose
     aspect ratio it was made for (liveportrait: square head canvases).
     """
+
+    batches = True
 
     def __init__(self, weights: str = "", device: str = "cpu", dtype: str = "float32",
                  arch: str = "liveportrait", cache: int = 16, triton_url: str = "",
@@ -98,21 +127,12 @@ class NeuralEngine:
             from avatarflow_renderer.engines.neural_triton import TritonGenerator
 
             self.network: KeypointNetwork = KeypointNetwork.load(weights, arch, device, dtype)
-            self.generator: Any = TritonGenerator(triton_url, triton_model)
+            self.generator: Generator = TritonGenerator(triton_url, triton_model)
         else:
             net = RendererNetwork.load(weights, arch, device, dtype)
             self.network, self.generator = net, LocalGenerator(net)
         self.driver = driver_for(self.network)
         self.sources: PlanCache[Source] = PlanCache(self._encode, capacity=cache)
-        self._analyser: PortraitAnalyser | None = None
-
-    def prepare(self, image_rgb: np.ndarray, avatar_id: str, mode: str, width: int,
-                height: int) -> Avatar:
-        if self._analyser is None:
-            self._analyser = PortraitAnalyser()
-        avatar = self._analyser.analyse(image_rgb, avatar_id, mode, width, height)
-        self.warm(avatar)
-        return avatar
 
     def warm(self, avatar: Avatar) -> None:
         """Computes the avatar's source now (a session is starting), so its first frame is as
@@ -142,10 +162,7 @@ class NeuralEngine:
     async def frames_async(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> torch.Tensor:
         """``frames`` for asyncio code: on Triton the request is in flight while the event
         loop runs others (concurrent calls are concurrent requests)."""
-        render_async = getattr(self.generator, "render_async", None)
-        if render_async is None:
-            return self.frames(items)
-        return await render_async(*self._inputs(items))
+        return await self.generator.render_async(*self._inputs(items))
 
     def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> list[np.ndarray]:
         """H x W x 3 uint8 RGB per (avatar, motion) pair, the frames of any sessions rendered
@@ -175,10 +192,5 @@ class NeuralEngine:
         return self.render_batch([(avatar, motion)])[0]
 
     def close(self) -> None:
-        if self._analyser is not None:
-            self._analyser.close()
-            self._analyser = None
         self.sources.clear()
-        close = getattr(self.generator, "close", None)  # a Triton client's channel
-        if close is not None:
-            close()
+        self.generator.close()  # a Triton client's channel

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -64,6 +64,23 @@ class LivePortraitSource(Source):
     shift: torch.Tensor  # 1 x 3: t
     lip: float  # source lip-open ratio
     eyes: tuple[float, float]  # source eye-open ratios, image-left eye first
+
+
+SourceT = TypeVar("SourceT", bound=Source)
+
+
+class Driver(Protocol[SourceT]):
+    """An arch's way from avatars and motion to the network's inputs."""
+
+    def source(self, avatar: Avatar, image: torch.Tensor) -> SourceT:
+        """The avatar's session-constant inputs (``image``: the canvas at the network's
+        source size)."""
+        ...
+
+    def drive(self, avatars: Sequence[Avatar], sources: Sequence[SourceT],
+              motions: Sequence[MotionFrame]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Driving keypoints (B x K x 3) and hand images (B x 3 x H x W, or None)."""
+        ...
 
 
 def normalise(points: np.ndarray, avatar: Avatar) -> np.ndarray:
@@ -105,7 +122,7 @@ class LivePortraitDriver:
             openness = float(np.mean(kpm.eye_ratios(driven))) / kpm.REST_EYE_RATIO
             eyes.append((*src.eyes, float(np.mean(src.eyes)) * openness))
 
-        def t(a: np.ndarray) -> torch.Tensor:
+        def t(a: np.ndarray | Sequence[Sequence[float]]) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, np.float32), device=dev)
 
         ang = t(angles)
@@ -134,10 +151,10 @@ def draw_hands(hands: np.ndarray, width: int, height: int) -> np.ndarray:
     pts = np.round(hands * (1 << shift)).astype(np.int64)
     for side in range(2):
         for a, b in HAND_BONES:
-            cv2.line(img[side], tuple(pts[side, a]), tuple(pts[side, b]), 1.0, thick,
+            cv2.line(img[side], tuple(pts[side, a]), tuple(pts[side, b]), (1.0,), thick,
                      cv2.LINE_AA, shift)
         for p in pts[side]:
-            cv2.circle(img[2], tuple(p), (thick + 1) << shift, 1.0, -1, cv2.LINE_AA, shift)
+            cv2.circle(img[2], tuple(p), (thick + 1) << shift, (1.0,), -1, cv2.LINE_AA, shift)
     return img.transpose(1, 2, 0)
 
 
@@ -187,7 +204,7 @@ class UpperBodyDriver:
                 torch.as_tensor(hands, device=dev).permute(0, 3, 1, 2))
 
 
-def driver_for(net: KeypointNetwork) -> LivePortraitDriver | UpperBodyDriver:
+def driver_for(net: KeypointNetwork) -> Driver[Any]:
     if isinstance(net, LivePortraitKeypoints):
         return LivePortraitDriver(net)
     if isinstance(net, UpperBodyKeypoints):

@@ -15,9 +15,10 @@ The engine always runs this part where it runs; the generator part runs in-proce
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -138,7 +139,8 @@ class LivePortraitKeypoints(KeypointNetwork):
         self._place(*self.parts.values())
         h, w = input_shape
         self.source_size = (w, h)
-        self.num_kp = self.parts["motion"].detector.fc_kp.out_features // 3
+        motion = cast(lp.HeadMotionEstimator, self.parts["motion"])
+        self.num_kp = motion.detector.fc_kp.out_features // 3
 
     @staticmethod
     def build(params: dict[str, Any] | None = None,
@@ -148,14 +150,14 @@ class LivePortraitKeypoints(KeypointNetwork):
         those in ``names``."""
         p = LIVEPORTRAIT_PARAMS if params is None else params
         s = p["stitching_retargeting_module_params"]
-        makers = {
+        makers: dict[str, Callable[[], nn.Module]] = {
             "appearance": lambda: lp.AppearanceEncoder(
                 **p["appearance_feature_extractor_params"]),
             "motion": lambda: lp.HeadMotionEstimator(**p["motion_extractor_params"]),
             "warper": lambda: lp.FeatureWarper(**p["warping_module_params"]),
             "generator": lambda: lp.SpadeGenerator(**p["spade_generator_params"]),
-            **{name: (lambda n=name: lp.KeypointMLP(**s[n])) for name in ("stitching", "lip",
-                                                                            "eye")}}
+            **{name: functools.partial(lp.KeypointMLP, **s[name])
+               for name in ("stitching", "lip", "eye")}}
         return {name: make() for name, make in makers.items() if names is None or name in names}
 
     @staticmethod

@@ -11,6 +11,7 @@ which is what the Triton model serves. The ``nn.Module`` definitions live in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import yaml
@@ -26,6 +27,7 @@ from avatarflow_renderer.engines.neural_keypoint_net import (
     UpperBodyKeypoints,
     open_weights,
 )
+from avatarflow_renderer.models import liveportrait as lp
 from avatarflow_renderer.models.upperbody import UpperBodyRenderer
 
 __all__ = ["ARCHS", "LIVEPORTRAIT_INPUT", "LIVEPORTRAIT_PARAMS", "LivePortraitNetwork",
@@ -76,11 +78,12 @@ class LivePortraitNetwork(LivePortraitKeypoints, RendererNetwork):
                  device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(modules, input_shape, device, dtype)
         w, h = self.source_size
-        gen = self.parts["generator"]
-        down = 2 ** len(self.parts["appearance"].down_blocks)
+        gen = cast(lp.SpadeGenerator, self.parts["generator"])
+        down = 2 ** len(cast(lp.AppearanceEncoder, self.parts["appearance"]).down_blocks)
         up = 4 * (2 if isinstance(gen.conv_img, nn.Sequential) else 1)
         self.output_size = (w // down * up, h // down * up)
-        self.num_kp = self.parts["warper"].dense_motion_network.num_kp
+        warper = cast(lp.FeatureWarper, self.parts["warper"])
+        self.num_kp = warper.dense_motion_network.num_kp
 
     @classmethod
     def from_directory(cls, root: Path, device: torch.device,

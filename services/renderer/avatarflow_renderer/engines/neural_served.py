@@ -133,6 +133,8 @@ class ServedRenderer:
         t = torch.from_numpy
         if source is not None:
             features = self.net.features(t(source))
+        if features is None:
+            raise InvalidInput(f"{SOURCE} is missing: send it, or {AVATAR} keys with it once")
         out = self.net.decode(features, t(kp_source), t(kp_driving),
                               None if hand is None else t(hand))
         return out.cpu().numpy()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -14,22 +11,10 @@ from avatarflow.contracts.motion import B, K
 from avatarflow.runtime import devices
 
 from ...models import MotionDiffusion
+from . import loaded
 from .config import DiffusionConfig, M, build_model, load_config, load_weights
 from .sampler import DDIM, noise_seed
 from .session import DiffusionSession
-
-# Engines loaded in this process by their spec, so restored sessions find theirs again.
-_REGISTRY: weakref.WeakValueDictionary[tuple, DiffusionEngine] = weakref.WeakValueDictionary()
-
-
-def _key(spec: dict[str, Any]) -> tuple:
-    return tuple(sorted(spec.items()))
-
-
-def attach(spec: dict[str, Any]) -> DiffusionEngine:
-    """The engine loaded here with ``spec`` (``DiffusionEngine.spec``), else a new one."""
-    engine = _REGISTRY.get(_key(spec))
-    return engine if engine is not None else DiffusionEngine(**spec)
 
 
 class DiffusionEngine:
@@ -46,7 +31,7 @@ class DiffusionEngine:
 
     def __init__(self, weights: str = "", device: str = "cpu", dtype: str = "float32",
                  steps: int | None = None, guidance: float | None = None,
-                 **unknown: Any) -> None:
+                 **unknown: object) -> None:
         if unknown:
             raise InvalidInput(f"unknown diffusion engine option(s): {', '.join(sorted(unknown))}")
         self.device, self.dtype = devices.resolve(device, dtype)
@@ -64,9 +49,10 @@ class DiffusionEngine:
         self._output_std = [float(v) for v in stats["output_std"]]
         self.model: MotionDiffusion = model.to(self.device, self.dtype).eval()
         self.sampler = DDIM(self.config.schedule, self.config.train_steps, self.config.steps)
-        self.spec = {"weights": str(self.weights), "device": device, "dtype": dtype,
-                     "steps": self.config.steps, "guidance": self.config.guidance}
-        _REGISTRY[_key(self.spec)] = self
+        self.spec: dict[str, object] = {
+            "weights": str(self.weights), "device": device, "dtype": dtype,
+            "steps": self.config.steps, "guidance": self.config.guidance}
+        loaded.register(self)
 
     def open_session(self, fps: float, controls: Controls, layout: str) -> DiffusionSession:
         return DiffusionSession(self, fps, controls, layout)
@@ -133,5 +119,4 @@ class DiffusionEngine:
 
     def close(self) -> None:
         """Stops offering this engine to restored sessions; live sessions keep theirs."""
-        if _REGISTRY.get(_key(self.spec)) is self:
-            del _REGISTRY[_key(self.spec)]
+        loaded.forget(self)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +23,9 @@ from avatarflow.contracts.motion import (
 from ...models import hand_keypoints
 from ..body import WRISTS
 from ..common import MotionOutput
+from . import loaded
 from .config import E, M
-
-if TYPE_CHECKING:
-    from .engine import DiffusionEngine
+from .loaded import WindowModel
 
 _BLINKS = [EXPR["blink_left"], EXPR["blink_right"]]
 _LOW = np.array([0.0 if n in ("jaw_open", "blink_left", "blink_right") else -1.0
@@ -68,10 +68,11 @@ class DiffusionSession:
     """A session's state, numpy only; ``push`` returns each window's frames once complete.
 
     Pickles without the network: the engine is re-attached on first use from the engines
-    loaded in this process, or loaded again from the same weights directory and options.
+    loaded in this process, or loaded again (by the engine's own class, which the session
+    keeps) from the same weights directory and options.
     """
 
-    def __init__(self, engine: DiffusionEngine, fps: float, controls: Controls,
+    def __init__(self, engine: WindowModel, fps: float, controls: Controls,
                  layout: str) -> None:
         cfg = engine.config
         if not math.isfinite(fps) or fps <= 0.0:
@@ -80,8 +81,9 @@ class DiffusionSession:
             raise InvalidInput(f"the diffusion weights in {engine.weights} make motion at "
                                f"{cfg.fps:g} fps; the session asks for {fps:g}")
         cfg.check_layout(layout, str(engine.weights))
-        self._engine: DiffusionEngine | None = engine
+        self._engine: WindowModel | None = engine
         self._spec = engine.spec
+        self._load: Callable[..., WindowModel] = type(engine)
         self.layout = layout
         self.fps = fps
         self._controls = controls
@@ -102,11 +104,9 @@ class DiffusionSession:
         return {**self.__dict__, "_engine": None}
 
     @property
-    def engine(self) -> DiffusionEngine:
+    def engine(self) -> WindowModel:
         if self._engine is None:
-            from .engine import attach
-
-            self._engine = attach(self._spec)
+            self._engine = loaded.attach(self._spec, self._load)
         return self._engine
 
     def set_controls(self, controls: Controls) -> None:

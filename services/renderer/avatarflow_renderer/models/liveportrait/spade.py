@@ -71,7 +71,7 @@ class SpadeGenerator(nn.Module):
         self.up_1 = SpadeResBlock(width, out_channels, width, hidden)
         self.up = nn.Upsample(scale_factor=2)
         if upscale is None or upscale <= 1:
-            self.conv_img = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
+            self.conv_img: nn.Module = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
         else:
             self.conv_img = nn.Sequential(
                 nn.Conv2d(out_channels, 3 * 4, kernel_size=3, padding=1), nn.PixelShuffle(2))

@@ -10,9 +10,9 @@ per-frame warp starts from the closed face (``Avatar.face_rest``).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from avatarflow.avatars._cv import cv2
 from avatarflow.contracts import motion as mo
 
 UPPER = ("in_r", "in_up_r", "in_up", "in_up_l", "in_l")

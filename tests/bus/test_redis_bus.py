@@ -98,7 +98,7 @@ def test_a_dead_replicas_session_is_taken_over_with_its_state(redis_url: str) ->
         assert await a.commit(start, FEATURES, [start.msg], state=b"after-start")
         c0 = await asyncio.wait_for(a.receive(AUDIO, GROUP), 5)
         assert c0.msg.index == 0
-        a._draining = True  # replica a stops heartbeating (as if killed) before committing
+        a._replica.draining = True  # replica a stops heartbeating (killed) before committing
         await asyncio.sleep(0.3)
 
         b = _bus(redis_url, "audio-encoder", "enc-b")
@@ -219,3 +219,28 @@ def test_source_streams_always_carry_a_lifetime(redis_url: str) -> None:
     for topic in (AUDIO, keys.CTL):
         ttl = r.pttl(keys.stream("s-ttl", topic))
         assert 0 < ttl <= 60_000, (topic, ttl)
+
+
+def test_a_finished_session_leaves_no_key(redis_url: str) -> None:
+    """While a session runs the bus shows its keys; once the stage has ended it and the source
+    has let it go, none is left (what a disconnected client relies on)."""
+    async def main() -> tuple[list[str], list[str]]:
+        source = _bus(redis_url, "gateway", "gw-end")
+        stage = _bus(redis_url, "audio-encoder", "enc-end")
+        await _open(source, "s-end", 2)
+        start = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+        while start.msg.session_id != "s-end":  # (sessions earlier tests left unread)
+            assert await stage.commit(start, FEATURES, [], ended=True)
+            start = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+        running = await source.session_keys("s-end")
+        assert await stage.commit(start, FEATURES, [], ended=True)
+        await source.end_session("s-end")
+        left = await source.session_keys("s-end")
+        for b in (source, stage):
+            await b.close()
+        return running, left
+
+    running, left = asyncio.run(main())
+    assert keys.stream("s-end", AUDIO) in running
+    assert keys.own(GROUP, "s-end") in running
+    assert left == []

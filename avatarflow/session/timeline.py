@@ -1,7 +1,7 @@
 """A session's audio clock: the samples the pipeline was fed, real or filled-in silence.
 
 Frame ``i`` covers samples ``[round(i * rate / fps), round((i + 1) * rate / fps))``; the
-gateway sends each frame with that slice (plus the slices of frames dropped just before it),
+session front sends each frame with that slice (plus the slices of frames dropped just before it),
 so a client plays exactly the audio the frames were made from, without holes. Only the
 samples of frames not yet delivered are kept.
 """
@@ -12,6 +12,8 @@ import numpy as np
 
 
 class Timeline:
+    """The samples of one session's clock that frames still to be delivered need."""
+
     def __init__(self, rate: int, fps: float) -> None:
         self.rate, self.fps = rate, fps
         self._buf = np.zeros(0, np.int16)

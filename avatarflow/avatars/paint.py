@@ -6,9 +6,9 @@ image's pixels and ``iod`` is the eye distance in the same pixels.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from avatarflow.avatars._cv import cv2
 from avatarflow.contracts import motion as mo
 
 RING = [mo.HEAD[n] for n in mo.INNER_LIP_RING]
@@ -48,7 +48,7 @@ def _roi(img: np.ndarray, pts: np.ndarray, pad: int):
 def _mask(shape: tuple[int, int], polys: list[np.ndarray], offset: np.ndarray) -> np.ndarray:
     m = np.zeros(shape, np.uint8)
     fixed = [np.round((p - offset) * (1 << SUB)).astype(np.int32) for p in polys]
-    cv2.fillPoly(m, fixed, 255, lineType=cv2.LINE_AA, shift=SUB)
+    cv2.fillPoly(m, fixed, (255,), lineType=cv2.LINE_AA, shift=SUB)
     return m.astype(np.float32) * (1.0 / 255)
 
 
@@ -123,7 +123,7 @@ def paint_eyelids(img: np.ndarray, face: np.ndarray, rest: np.ndarray, skin: np.
             continue
         roi = img[y0:y1, x0:x1]
         off = np.array([x0, y0])
-        mask = _mask(roi.shape[:2], [curve], off)
+        mask = _mask((roi.shape[0], roi.shape[1]), [curve], off)
         sigma = max(0.6, iod * 0.012)
         mask = cv2.GaussianBlur(mask, (0, 0), sigma)
         # Lid colour continues the skin just above the covered region, column by column,
@@ -140,7 +140,7 @@ def paint_eyelids(img: np.ndarray, face: np.ndarray, rest: np.ndarray, skin: np.
         lash = np.zeros(roi.shape[:2], np.uint8)
         thick = max(1, int(round(iod * 0.02)))
         pl = np.round((lid - off) * (1 << SUB)).astype(np.int32)
-        cv2.polylines(lash, [pl], False, 255, thick, cv2.LINE_AA, SUB)
+        cv2.polylines(lash, [pl], False, (255,), thick, cv2.LINE_AA, SUB)
         lash_a = lash.astype(np.float32) * (0.8 / 255)
         fill += lash_a[..., None] * (skin.astype(np.float32) * 0.3 - fill)
         _blend(roi, fill, np.maximum(mask, lash_a) * alpha)

@@ -13,19 +13,21 @@ positions with values ``source - target`` in two layers:
 Both are evaluated on a coarse grid over the canvas and the head layer also on a finer grid
 over the face, then upsampled. Everything that depends only on the avatar
 (anchors, grids, their kernel blocks, the closed-mouth base image) lives in a ``WarpPlan``.
+The renderer's warp engine and the refiner's blend engine both use it, so the body pass and the
+refined face agree on the geometry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from avatarflow.avatars._cv import cv2
+from avatarflow.avatars.mouthclose import MouthClosing, closed_canvas
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.messages import MotionFrame
-from avatarflow_renderer.mouthclose import MouthClosing, closed_canvas
 
 # Face box in head-template units (x, y): the fine grid and the refiner's region.
 FACE_BOX = ((-1.45, -1.0), (1.45, 2.35))
@@ -140,23 +142,25 @@ class Field:
 
     def body(self, pts: np.ndarray, anchor_kernel: np.ndarray) -> np.ndarray:
         """Body-layer displacements (px) at points whose anchor kernel is precomputed."""
-        if self.body_w is None:
+        centres, w, affine = self.body_centres, self.body_w, self.body_affine
+        if centres is None or w is None or affine is None:  # all or none are set
             return np.zeros((len(pts), 2), np.float32)
-        s, m = self.plan.norm, len(self.body_w) - len(self.plan.anchors)
+        s, m = self.plan.norm, len(w) - len(self.plan.anchors)
         p = pts / s
-        v = tps_kernel(p, self.body_centres[:m]) @ self.body_w[:m]
-        v += anchor_kernel @ self.body_w[m:]
-        v += self.body_affine[0] + p @ self.body_affine[1:]
+        v = tps_kernel(p, centres[:m]) @ w[:m]
+        v += anchor_kernel @ w[m:]
+        v += affine[0] + p @ affine[1:]
         return v * s
 
     def head(self, pts: np.ndarray, fade: np.ndarray) -> np.ndarray:
         """Head-layer displacements (px) at points with precomputed fade weights (N x 1)."""
-        if self.head_w is None:
+        centres, w, affine = self.head_centres, self.head_w, self.head_affine
+        if centres is None or w is None or affine is None:  # all or none are set
             return np.zeros((len(pts), 2), np.float32)
         s = self.plan.norm
         p = pts / s
-        v = tps_kernel(p, self.head_centres) @ self.head_w
-        v += self.head_affine[0] + p @ self.head_affine[1:]
+        v = tps_kernel(p, centres) @ w
+        v += affine[0] + p @ affine[1:]
         return v * (fade * s)
 
 
@@ -381,9 +385,9 @@ class WarpPlan:
         x0, y0 = max(0, x0 // c * c), max(0, y0 // c * c)
         x1, y1 = min(gw * c, -(-x1 // c) * c), min(gh * c, -(-y1 // c) * c)
         sub = coarse[y0 // c: y1 // c, x0 // c: x1 // c]
-        up = cv2.resize(sub, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        fup = cv2.resize(self._fine(fld, body), (fx1 - fx0, fy1 - fy0),
-                         interpolation=cv2.INTER_LINEAR)
+        up: np.ndarray = cv2.resize(sub, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        fup: np.ndarray = cv2.resize(self._fine(fld, body), (fx1 - fx0, fy1 - fy0),
+                                     interpolation=cv2.INTER_LINEAR)
         bx0, by0 = max(fx0, x0), max(fy0, y0)
         bx1, by1 = min(fx1, x1), min(fy1, y1)
         if bx1 > bx0 and by1 > by0:

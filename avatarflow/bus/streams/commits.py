@@ -1,0 +1,91 @@
+"""Commits: what processing a delivery produced is published, the delivery acknowledged and
+the session's state saved by one run of the COMMIT script, which first checks that this
+replica still owns the session (a replica presumed dead can never publish again). All the
+commits of a batch go out in one pipelined round trip."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from avatarflow.bus import keys
+from avatarflow.bus.base import Commit
+from avatarflow.bus.streams.replica import Replica
+from avatarflow.bus.streams.wire import tier_code
+from avatarflow.contracts import codec
+from avatarflow.contracts import messages as m
+from avatarflow.runtime.registry import FRAMES
+
+
+class Committer:
+    """Runs the COMMIT script for a batch of deliveries."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self._script = replica.redis.register_script(keys.COMMIT)
+
+    def prepare(self, outputs: Sequence[m.Message]) -> list[bytes]:
+        """The outputs that go on the output stream, encoded (urgent control does not: every
+        stage reads the control stream itself)."""
+        return [codec.encode(o, raw_pictures=self.replica.raw_pictures) for o in outputs
+                if o.tier is not m.Tier.URGENT]
+
+    async def commit(self, topic: str | None, commits: Sequence[Commit],
+                     turns: Sequence[int]) -> list[bool]:
+        """Commits each delivery, in order, in one round trip; ``turns`` holds the current
+        turn of each one's session. False where the session is no longer this replica's."""
+        now = repr(time.time())
+        calls = [self._call(topic, c, turn, now) for c, turn in zip(commits, turns, strict=True)]
+        return [bool(ok) for ok in await self._run(calls)]
+
+    def _call(self, topic: str | None, c: Commit, turn: int, now: str) -> list[Any]:
+        """The COMMIT script's keys and arguments for one delivery."""
+        r = self.replica
+        d = c.delivery
+        sid = d.msg.session_id
+        out_topic = topic or d.topic
+        encoded = c.encoded if c.encoded is not None else self.prepare(c.outputs)
+        codes = [tier_code(o) for o in c.outputs if o.tier is not m.Tier.URGENT]
+        args: list[Any] = []
+        for code, data in zip(codes, encoded, strict=True):
+            args += [code, d.turn, now, data]
+        announce = out_topic in keys.GROUP_OF and out_topic != FRAMES
+        script_keys = [keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
+                       keys.join(d.topic), keys.join(out_topic) if announce
+                       else keys.stream(sid, out_topic), keys.stream(sid, d.topic)]
+        return [len(script_keys), *script_keys,
+                r.consumer, d.group, d.entry_id,
+                "e" if c.ended else ("s" if c.state is not None else "k"), c.state or b"",
+                r.ttl_ms, r.settings.stream_maxlen, keys.GROUP_OF.get(out_topic, ""),
+                sid, len(codes), turn, *args]
+
+    async def _run(self, calls: list[list[Any]]) -> list[Any]:
+        """Runs the COMMIT script once per call in one pipelined round trip. EVALSHA goes
+        straight out (a pipeline holding ``Script`` objects would first ask the server
+        whether the script exists: a second round trip per commit); calls the server
+        refused with NOSCRIPT (it restarted or was flushed) ran nothing, so they are retried
+        once the script is loaded again."""
+        redis, script = self.replica.redis, self._script
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            async with redis.pipeline(transaction=False) as p:
+                for i in todo:
+                    p.evalsha(script.sha, *calls[i])
+                replies = await p.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                break
+            script.sha = await redis.script_load(script.script)
+            todo = missing
+        return results

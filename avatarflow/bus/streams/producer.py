@@ -1,0 +1,67 @@
+"""The source side of a session (the gateway): opens it, appends its messages, and deletes
+what is left of it once it is over.
+
+Every key a source writes carries a lifetime, so an abandoned session's streams expire. The
+lifetime is renewed with the message only now and then (a quarter of it at most), so most
+messages cost one XADD."""
+
+from __future__ import annotations
+
+import time
+
+from avatarflow.bus import keys
+from avatarflow.bus.streams.replica import Replica
+from avatarflow.bus.streams.wire import fields
+from avatarflow.contracts import messages as m
+from avatarflow.runtime.registry import AUDIO, FRAMES
+
+
+class Producer:
+    """Publishes a session's messages into the pipeline."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self._open_script = replica.redis.register_script(keys.OPEN)
+        self._expiry_set: dict[str, float] = {}  # stream -> when its lifetime was renewed
+
+    async def publish(self, topic: str, msg: m.Message, turn: int) -> None:
+        """Appends ``msg`` to the session's stream on ``topic`` (urgent control to its control
+        stream); a SessionStart first opens the session with the OPEN script."""
+        r = self.replica
+        sid = msg.session_id
+        entry = fields(msg, turn, raw_pictures=r.raw_pictures)
+        if isinstance(msg, m.SessionStart):
+            await self._open_script(
+                keys=[keys.stream(sid, topic), keys.stream(sid, keys.CTL),
+                      keys.stream(sid, FRAMES), keys.join(topic),
+                      keys.own(keys.GATEWAY_GROUP, sid)],
+                args=[keys.GROUP_OF[topic], r.ttl_ms, sid, r.consumer, *keys.STAGE_GROUPS])
+        key = keys.stream(sid, keys.CTL if msg.tier is m.Tier.URGENT else topic)
+        now = time.monotonic()
+        if now - self._expiry_set.get(key, -1e9) < r.ttl_ms / 4000:
+            # The key's lifetime was renewed moments ago: one command, one round trip.
+            await r.redis.xadd(key, entry, maxlen=r.settings.stream_maxlen, approximate=True)
+        else:
+            async with r.redis.pipeline(transaction=False) as p:
+                p.xadd(key, entry, maxlen=r.settings.stream_maxlen, approximate=True)
+                p.pexpire(key, r.ttl_ms)
+                await p.execute()
+            self._expiry_set[key] = now
+
+    async def end_session(self, sid: str) -> None:
+        """Deletes what is left of a session at its source (control and frames streams)."""
+        for topic in (keys.CTL, AUDIO):
+            self._expiry_set.pop(keys.stream(sid, topic), None)
+        await self.replica.redis.delete(
+            keys.stream(sid, keys.CTL), keys.stream(sid, FRAMES), keys.stream(sid, AUDIO),
+            keys.own(keys.GATEWAY_GROUP, sid))
+
+    async def session_keys(self, sid: str) -> list[str]:
+        """Names of the keys in Redis that still hold the session id: what is left of it."""
+        pattern = f"*{_glob_escape(sid)}*"
+        return sorted([k.decode() async for k in self.replica.redis.scan_iter(match=pattern)])
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

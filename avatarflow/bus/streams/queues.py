@@ -1,0 +1,121 @@
+"""A replica's reading state for one topic, in memory: the entries read for each session it
+owns, taken in round robin between sessions, control before data, with the data of a turn an
+interrupt ended dropped. No I/O here: ``consumer`` fills the queues from Redis and
+acknowledges what they skipped."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from avatarflow.bus import keys
+from avatarflow.bus.base import Delivery
+from avatarflow.bus.streams.wire import Entry, stale
+from avatarflow.contracts import codec
+from avatarflow.contracts import messages as m
+from avatarflow.contracts.errors import AvatarflowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionQueue:
+    """One owned session's entries, read and not yet taken."""
+
+    sid: str
+    turn: int = 0
+    started: bool = False  # its SessionStart was delivered (control waits until then)
+    restore: bytes | None = None  # state to hand to the runner with the next delivery
+    ctl: deque[Entry] = field(default_factory=deque)
+    data: deque[Entry] = field(default_factory=deque)
+
+
+class TopicQueue:
+    """This replica's sessions on one topic for one consumer group."""
+
+    def __init__(self, topic: str, group: str, join: bool) -> None:
+        self.topic, self.group, self.join = topic, group, join
+        self.sessions: dict[str, SessionQueue] = {}
+        self.order: deque[str] = deque()  # round robin between sessions
+        self.skipped: list[tuple[str, bytes]] = []  # (stream, entry id) to acknowledge
+        self.ready = False  # the join stream's consumer group exists
+
+    def add(self, s: SessionQueue) -> None:
+        self.sessions[s.sid] = s
+        self.order.append(s.sid)
+
+    def remove(self, sid: str) -> None:
+        if self.sessions.pop(sid, None) is not None:
+            self.order.remove(sid)
+
+    def next(self) -> Delivery | None:
+        """The next message in round robin between sessions, control before data."""
+        for _ in range(len(self.order)):
+            sid = self.order[0]
+            self.order.rotate(-1)
+            d = self._take(self.sessions[sid])
+            if d is not None:
+                return d
+        return None
+
+    def set_turn(self, s: SessionQueue, turn: int) -> None:
+        """A new turn began (barge-in): the session's queued data of older turns is dropped."""
+        if turn <= s.turn:
+            return
+        s.turn = turn
+        kept: deque[Entry] = deque()
+        for entry in s.data:
+            if stale(entry[1], turn):
+                self.skipped.append((keys.stream(s.sid, self.topic), entry[0]))
+            else:
+                kept.append(entry)
+        s.data = kept
+
+    def newer_waiting(self, sid: str) -> bool:
+        """Whether data of the session's current turn is queued here."""
+        s = self.sessions.get(sid)
+        return s is not None and any(
+            f is not None and f.get(b"k") == b"D" and int(f[b"t"]) >= s.turn for _, f in s.data)
+
+    def backlog(self) -> int:
+        return sum(len(s.data) + len(s.ctl) for s in self.sessions.values())
+
+    def _take(self, s: SessionQueue) -> Delivery | None:
+        while s.started and s.ctl:
+            d = self._delivery(s, s.ctl.popleft(), keys.CTL)
+            if d is not None:
+                if isinstance(d.msg, m.Interrupt):
+                    self.set_turn(s, d.turn)
+                return d
+        while s.data:
+            entry = s.data.popleft()
+            if stale(entry[1], s.turn):  # barge-in purge
+                self.skipped.append((keys.stream(s.sid, self.topic), entry[0]))
+                continue
+            d = self._delivery(s, entry, self.topic)
+            if d is not None:
+                if isinstance(d.msg, m.SessionStart):
+                    s.started = True
+                return d
+        return None
+
+    def _delivery(self, s: SessionQueue, entry: Entry, source: str) -> Delivery | None:
+        entry_id, fields = entry
+        stream = keys.stream(s.sid, source)
+        if fields is None:  # trimmed while pending
+            self.skipped.append((stream, entry_id))
+            return None
+        data = fields[b"m"]
+        try:
+            msg = codec.decode(data)
+        except AvatarflowError as exc:
+            log.warning("%s: session %s: undecodable entry %s: %s", self.group, s.sid,
+                        entry_id, exc.message)
+            msg = m.SessionError(session_id=s.sid, stage=self.group, category=exc.category,
+                                 message=f"undecodable message on {self.topic}: {exc.message}")
+        d = Delivery(msg, self.topic, self.group, entry_id=entry_id.decode(), stream=stream,
+                     turn=int(fields[b"t"]), restore=s.restore, published_at=float(fields[b"p"]),
+                     size=len(data))
+        s.restore = None
+        return d

@@ -1,0 +1,89 @@
+"""The avatar path: a portrait stored once in the avatar registry, analysed once per output
+format by whoever can (the renderer), the analysis leased for as long as it is used.
+
+``Portraits`` is the analysis: in a cluster the renderer's gRPC ``Portraits.Prepare``, in one
+process the renderer stage itself (``LocalPortraits``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Protocol
+
+from avatarflow.avatars.registry import AvatarRegistry, image_key
+from avatarflow.avatars.store import Avatar, AvatarStore, avatar_key
+from avatarflow.contracts.errors import NotFound
+from avatarflow.contracts.images import decode_image
+from avatarflow.contracts.v1 import api_pb2
+
+
+class Portraits(Protocol):
+    """Analyses the portrait registered under ``avatar_id`` for ``output``, storing the
+    result where the renderer and refiner find it. Raises AvatarflowError."""
+
+    async def prepare(self, avatar_id: str, output: api_pb2.OutputFormat) -> None: ...
+
+
+class Analyser(Protocol):
+    """What ``LocalPortraits`` needs of the renderer stage."""
+
+    store: AvatarStore
+
+    def prepare_avatar(self, image: bytes, avatar_id: str, mode: str, width: int,
+                       height: int) -> Avatar: ...
+
+
+def avatar_id_for(image: bytes) -> str:
+    """The id names the portrait, whatever the format: the same upload, the same id."""
+    return "av-" + hashlib.sha256(image).hexdigest()[:32]
+
+
+class AvatarPath:
+    """Registers portraits and makes sure an avatar is analysed before a session uses it."""
+
+    def __init__(self, registry: AvatarRegistry, portraits: Portraits) -> None:
+        self.registry, self.portraits = registry, portraits
+        self._preparing: dict[str, asyncio.Future[None]] = {}
+
+    async def ensure(self, image: bytes, avatar_id: str, output: api_pb2.OutputFormat) -> str:
+        """Stores an uploaded ``image`` (else uses the registered ``avatar_id``) and has it
+        analysed for ``output`` unless that analysis is leased already. Returns the id."""
+        if image:
+            await asyncio.to_thread(decode_image, image)  # a clear error before anything else
+            avatar_id = avatar_id_for(image)
+            await asyncio.to_thread(self.registry.save_image, avatar_id, image)
+        key = avatar_key(avatar_id, output.mode, output.width, output.height)
+        if await asyncio.to_thread(self.registry.touch, key):
+            return avatar_id  # analysed before; its lease is renewed
+        if not await asyncio.to_thread(self.registry.touch, image_key(avatar_id)):
+            raise NotFound(f"unknown avatar id {avatar_id!r}: register the portrait with "
+                           "RegisterAvatar (registrations expire after "
+                           f"{self.registry.ttl_s:g} s unused)")
+        # Sessions that ask for the same new analysis at once share one call.
+        if key not in self._preparing:
+            self._preparing[key] = asyncio.ensure_future(self.portraits.prepare(avatar_id,
+                                                                                output))
+            self._preparing[key].add_done_callback(lambda _: self._preparing.pop(key, None))
+        await asyncio.shield(self._preparing[key])
+        return avatar_id
+
+
+class LocalPortraits:
+    """The analysis in one process: the renderer stage's own, in a worker thread, one at a
+    time, skipped when its store already holds the avatar for that format."""
+
+    def __init__(self, renderer: Analyser, registry: AvatarRegistry) -> None:
+        self.renderer, self.registry = renderer, registry
+        self._lock = asyncio.Lock()
+
+    async def prepare(self, avatar_id: str, output: api_pb2.OutputFormat) -> None:
+        key = avatar_key(avatar_id, output.mode, output.width, output.height)
+        if key in self.renderer.store:
+            return
+        image = await asyncio.to_thread(self.registry.load_image, avatar_id)
+        if image is None:
+            raise NotFound(f"unknown avatar id {avatar_id!r} (expired or never registered)")
+        async with self._lock:
+            await asyncio.to_thread(self.renderer.prepare_avatar, image, avatar_id, output.mode,
+                                    output.width, output.height)

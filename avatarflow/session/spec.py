@@ -1,0 +1,60 @@
+"""What a session asks for (``SessionSpec``) and how live the front runs it (``FrontSettings``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from avatarflow.contracts import messages as m
+from avatarflow.contracts import style as styles
+from avatarflow.contracts.controls import Controls
+from avatarflow.contracts.v1 import api_pb2
+from avatarflow.runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A validated session configuration: the portrait (an avatar id or an inline image), the
+    audio rate, the output format, the controls and the client's frame encoding."""
+
+    sample_rate: int
+    mode: str
+    width: int
+    height: int
+    fps: float
+    encoding: api_pb2.FrameEncoding  # what the client wants; the front passes pictures on
+    controls: Controls
+    avatar_id: str
+    image: bytes
+    style: styles.StyleReference | None = None
+
+    def output(self) -> api_pb2.OutputFormat:
+        return api_pb2.OutputFormat(mode=self.mode, width=self.width, height=self.height,
+                                    fps=self.fps)
+
+    def start(self, session_id: str, avatar_id: str) -> m.SessionStart:
+        return m.SessionStart(session_id=session_id, avatar_id=avatar_id,
+                              sample_rate=self.sample_rate, mode=self.mode, width=self.width,
+                              height=self.height, fps=self.fps, controls=self.controls,
+                              style=self.style)
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """The live behaviour of the sessions of one front. None switches a feature off: a file
+    read as fast as the pipeline takes it has no deadlines, never stalls and wants no
+    periodic summaries."""
+
+    budget_s: float | None = 0.5  # a frame is late this long after its audio is due
+    stall_s: float | None = 0.15  # audio this far behind the clock is filled with silence
+    summary_s: float | None = 2.0  # period of the latency summaries
+
+    @classmethod
+    def live(cls, settings: Settings) -> FrontSettings:
+        """From a service's settings (``frame_budget_ms``, ``stall_ms``, ``summary_s``)."""
+        return cls(budget_s=settings.frame_budget_ms / 1000, stall_s=settings.stall_ms / 1000,
+                   summary_s=settings.summary_s)
+
+    @classmethod
+    def offline(cls) -> FrontSettings:
+        """A whole file as fast as it goes: every frame made, none filled in."""
+        return cls(budget_s=None, stall_s=None, summary_s=None)

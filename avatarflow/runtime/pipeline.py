@@ -20,7 +20,6 @@ import numpy as np
 from avatarflow.avatars.registry import MemoryAvatarRegistry
 from avatarflow.bus.keys import GATEWAY_GROUP
 from avatarflow.bus.memory import MemoryBus
-from avatarflow.runtime.build import build_stages  # noqa: F401 - its callers import it here
 from avatarflow.runtime.registry import FRAMES, PIPELINE
 from avatarflow.runtime.runner import StageRunner
 from avatarflow.runtime.stage import Stage, StageStats
@@ -46,7 +45,7 @@ class EmbeddedPipeline:
     ``async with pipeline:`` runs the stages; inside, ``pipeline.session(spec)`` opens a live
     session, or ``run`` streams a whole recording::
 
-        async with EmbeddedPipeline(build_stages()) as pipeline:
+        async with EmbeddedPipeline(build_stages()) as pipeline:  # runtime.build
             async with pipeline.session(spec) as s:
                 await s.send_audio(pcm_20ms)  # and set_controls, interrupt, end
                 async for event in s.events():  # Frame (picture + its audio), Gap, Latency

@@ -7,7 +7,11 @@ bit-exact comparisons) at several times the size.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
+
+import numpy as np
 
 from avatarflow.contracts import messages as m
 from avatarflow.contracts import style, tensor
@@ -72,6 +76,50 @@ def _picture_from_pb(p: pb.Picture) -> Picture:
     raise InvalidInput("picture carries no pixels")
 
 
+_LP_TENSORS = {"exp": (21, 3), "t": (3,)}
+_LP_ANGLES = ("pitch", "yaw", "roll")
+
+
+def check_liveportrait(block: m.LivePortraitMotion) -> m.LivePortraitMotion:
+    """The block with float32 arrays, or InvalidInput naming the field that is malformed
+    (wrong shape, or not finite). Both directions check it: a bad block never reaches a wire
+    or a renderer."""
+    arrays: dict[str, Any] = {}
+    for name, shape in _LP_TENSORS.items():
+        value = np.asarray(getattr(block, name))
+        if value.shape != shape:
+            raise InvalidInput(f"motion.liveportrait.{name}: shape {value.shape}, "
+                               f"expected {shape}")
+        if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+            raise InvalidInput(f"motion.liveportrait.{name}: not finite numbers")
+        arrays[name] = value.astype(np.float32, copy=False)
+    scalars: dict[str, Any] = {}
+    for name in ("scale", *_LP_ANGLES):
+        value = getattr(block, name)
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise InvalidInput(f"motion.liveportrait.{name}: {value!r} is not a finite number")
+        scalars[name] = float(value)
+    return m.LivePortraitMotion(**arrays, **scalars)
+
+
+def _liveportrait_to_pb(block: m.LivePortraitMotion, out: pb.LivePortraitMotion) -> None:
+    block = check_liveportrait(block)
+    tensor.fill(out.exp, block.exp)
+    tensor.fill(out.t, block.t)
+    out.scale, out.pitch, out.yaw, out.roll = block.scale, block.pitch, block.yaw, block.roll
+
+
+def _liveportrait_from_pb(p: pb.LivePortraitMotion) -> m.LivePortraitMotion:
+    arrays: dict[str, Any] = {}
+    for name in _LP_TENSORS:
+        try:
+            arrays[name] = tensor.decode(getattr(p, name))
+        except InvalidInput as exc:
+            raise InvalidInput(f"motion.liveportrait.{name}: {exc}") from exc
+    return check_liveportrait(m.LivePortraitMotion(
+        **arrays, scale=p.scale, pitch=p.pitch, yaw=p.yaw, roll=p.roll))
+
+
 def to_proto(msg: m.Message, out: Any = None, *, raw_pictures: bool = False) -> Any:
     """Fills ``out`` (a new protobuf message of the class's type when None) with ``msg``,
     not yet wrapped in an envelope. Fields are written in place: a picture's bytes are copied
@@ -93,6 +141,8 @@ def to_proto(msg: m.Message, out: Any = None, *, raw_pictures: bool = False) -> 
         out.controls.CopyFrom(_controls_to_pb(msg.controls))
     if isinstance(msg, m.SessionStart) and msg.style is not None:
         style.to_pb(msg.style, out.style)
+    if isinstance(msg, m.MotionFrame) and msg.liveportrait is not None:
+        _liveportrait_to_pb(msg.liveportrait, out.liveportrait)
     if isinstance(msg, m.RenderedFrame):
         to_proto(msg.motion, out.motion)
     return out
@@ -113,6 +163,8 @@ def from_proto(cls: type[m.Message], p: Any) -> m.Message:
         kwargs["controls"] = controls_from_pb(p.controls)
     if cls is m.SessionStart and p.HasField("style"):
         kwargs["style"] = style.from_pb(p.style)
+    if cls is m.MotionFrame and p.HasField("liveportrait"):
+        kwargs["liveportrait"] = _liveportrait_from_pb(p.liveportrait)
     if cls is m.RenderedFrame:
         kwargs["motion"] = from_proto(m.MotionFrame, p.motion)
     return cls(**kwargs)

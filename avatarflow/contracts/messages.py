@@ -87,6 +87,19 @@ class AudioFeatures(Message):
 
 
 @dataclass(kw_only=True, slots=True)
+class LivePortraitMotion:
+    """One frame of motion in LivePortrait's space, de-normalised as JoyVASA does: the renderer
+    drives the portrait's keypoints with it relative to the session's first frame."""
+
+    exp: np.ndarray  # 21 x 3 float32 expression deltas
+    scale: float
+    t: np.ndarray  # 3 float32
+    pitch: float
+    yaw: float
+    roll: float  # degrees
+
+
+@dataclass(kw_only=True, slots=True)
 class MotionFrame(Message):
     rotation: np.ndarray  # 3 float32: pitch, yaw, roll (radians)
     translation: np.ndarray  # 3 float32, head template units
@@ -96,6 +109,7 @@ class MotionFrame(Message):
     head_offset: np.ndarray  # K x 3 float32: implicit per-keypoint offset
     body: np.ndarray  # B x 3 float32, canonical body units
     hands: np.ndarray  # 2 x 21 x 3 float32 (left, right), canonical body units
+    liveportrait: LivePortraitMotion | None = None  # set by engines that speak LivePortrait
 
 
 @dataclass(kw_only=True, slots=True)

@@ -3,6 +3,8 @@ asked); malformed tensors and pictures are rejected with a reason."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,13 @@ def _motion(sid: str = "s") -> m.MotionFrame:
         body=motion.BODY_CANONICAL.copy(), hands=np.zeros((2, 21, 3), np.float32))
 
 
+def _liveportrait() -> m.LivePortraitMotion:
+    rng = np.random.default_rng(2)
+    return m.LivePortraitMotion(exp=rng.normal(0, 0.02, (21, 3)).astype(np.float32),
+                                scale=1.25, t=rng.normal(size=3).astype(np.float32),
+                                pitch=-3.5, yaw=12.25, roll=0.75)
+
+
 def _image(h: int = 24, w: int = 16) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
     return np.dstack([x * 255 // w, y * 255 // h, (x + y) * 4]).astype(np.uint8)
@@ -48,7 +57,10 @@ def _all_messages() -> list[m.Message]:
         m.AudioFeatures(session_id="s", index=1, pts=1 / 30, layout="mel40+energy_db",
                         features=np.linspace(0, 1, 41, dtype=np.float32)),
         _motion(),
+        dataclasses.replace(_motion(), liveportrait=_liveportrait()),
         m.RenderedFrame(session_id="s", index=7, image=img, motion=_motion()),
+        m.RenderedFrame(session_id="s", index=7, image=img,
+                        motion=dataclasses.replace(_motion(), liveportrait=_liveportrait())),
         m.FinalFrame(session_id="s", index=7, image=img),
         m.FinalFrame(session_id="s", index=8, image=img, refined=False),
         m.SessionError(session_id="s", stage="renderer", category="invalid_argument",
@@ -62,7 +74,7 @@ def _equal(a: object, b: object, tolerance: float = 0.0) -> bool:
                 and float(np.abs(a.rgb().astype(np.int16) - b.rgb()).mean()) <= tolerance)
     if isinstance(a, np.ndarray):
         return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
-    if isinstance(a, m.Message):
+    if dataclasses.is_dataclass(a):
         return type(a) is type(b) and all(
             _equal(getattr(a, f), getattr(b, f), tolerance) for f in a.__dataclass_fields__)
     if isinstance(a, float):
@@ -149,3 +161,41 @@ def test_controls_out_of_range_say_which() -> None:
         Controls(pose_amplitude=3.0)
     with pytest.raises(OutOfRange, match="emotion must be one of"):
         Controls(emotion="bored")
+
+
+def test_motion_without_liveportrait_block_stays_without() -> None:
+    assert codec.decode(codec.encode(_motion())).liveportrait is None
+
+
+def _motion_bytes_with(block: pb.LivePortraitMotion) -> bytes:
+    env = pb.Envelope()
+    codec.to_proto(_motion(), env.motion_frame)
+    env.motion_frame.liveportrait.CopyFrom(block)
+    return env.SerializeToString()
+
+
+def _block(**changes: object) -> pb.LivePortraitMotion:
+    fields: dict[str, object] = dict(exp=tensor.encode(np.zeros((21, 3), np.float32)),
+                                     scale=1.0, t=tensor.encode(np.zeros(3, np.float32)))
+    fields.update(changes)
+    return pb.LivePortraitMotion(**fields)
+
+
+@pytest.mark.parametrize("block, words", [
+    (_block(exp=tensor.encode(np.zeros((20, 3), np.float32))),
+     r"motion.liveportrait.exp: shape \(20, 3\), expected \(21, 3\)"),
+    (_block(exp=pb.LivePortraitMotion().exp), "motion.liveportrait.exp: tensor dtype ''"),
+    (_block(t=tensor.encode(np.array([0.0, np.nan, 0.0], np.float32))),
+     "motion.liveportrait.t: not finite"),
+    (_block(yaw=float("inf")), "motion.liveportrait.yaw: inf is not a finite number"),
+])
+def test_bad_liveportrait_block_is_rejected_naming_the_field(
+        block: pb.LivePortraitMotion, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        codec.decode(_motion_bytes_with(block))
+
+
+def test_bad_liveportrait_block_is_refused_before_the_wire() -> None:
+    bad = dataclasses.replace(_liveportrait(), exp=np.zeros(63, np.float32))
+    with pytest.raises(InvalidInput, match="liveportrait.exp: shape \\(63,\\)"):
+        codec.encode(dataclasses.replace(_motion(), liveportrait=bad))

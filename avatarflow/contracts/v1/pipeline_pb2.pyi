@@ -112,7 +112,7 @@ class AudioFeatures(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., layout: _Optional[str] = ...) -> None: ...
 
 class MotionFrame(_message.Message):
-    __slots__ = ("header", "rotation", "translation", "scale", "expression", "head_template", "head_offset", "body", "hands")
+    __slots__ = ("header", "rotation", "translation", "scale", "expression", "head_template", "head_offset", "body", "hands", "liveportrait")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ROTATION_FIELD_NUMBER: _ClassVar[int]
     TRANSLATION_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class MotionFrame(_message.Message):
     HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     HANDS_FIELD_NUMBER: _ClassVar[int]
+    LIVEPORTRAIT_FIELD_NUMBER: _ClassVar[int]
     header: Header
     rotation: _tensor_pb2.Tensor
     translation: _tensor_pb2.Tensor
@@ -131,7 +132,24 @@ class MotionFrame(_message.Message):
     head_offset: _tensor_pb2.Tensor
     body: _tensor_pb2.Tensor
     hands: _tensor_pb2.Tensor
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., rotation: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., translation: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., scale: _Optional[float] = ..., expression: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., head_template: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., head_offset: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., body: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hands: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    liveportrait: LivePortraitMotion
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., rotation: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., translation: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., scale: _Optional[float] = ..., expression: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., head_template: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., head_offset: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., body: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., hands: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., liveportrait: _Optional[_Union[LivePortraitMotion, _Mapping]] = ...) -> None: ...
+
+class LivePortraitMotion(_message.Message):
+    __slots__ = ("exp", "scale", "t", "pitch", "yaw", "roll")
+    EXP_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    T_FIELD_NUMBER: _ClassVar[int]
+    PITCH_FIELD_NUMBER: _ClassVar[int]
+    YAW_FIELD_NUMBER: _ClassVar[int]
+    ROLL_FIELD_NUMBER: _ClassVar[int]
+    exp: _tensor_pb2.Tensor
+    scale: float
+    t: _tensor_pb2.Tensor
+    pitch: float
+    yaw: float
+    roll: float
+    def __init__(self, exp: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., scale: _Optional[float] = ..., t: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., pitch: _Optional[float] = ..., yaw: _Optional[float] = ..., roll: _Optional[float] = ...) -> None: ...
 
 class Picture(_message.Message):
     __slots__ = ("rgb", "jpeg", "width", "height")

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from avatarflow.avatars.store import Avatar
-from avatarflow.contracts.messages import MotionFrame
+from avatarflow.contracts.messages import LivePortraitMotion, MotionFrame
 from avatarflow.runtime import engines
 
 ENGINES = {"warp": "avatarflow_renderer.engines.warp:WarpEngine",
@@ -32,9 +32,15 @@ class RenderEngine(Protocol):
 
     def warm(self, avatar: Avatar) -> None: ...
 
-    def render(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray: ...
+    def render(self, avatar: Avatar, motion: MotionFrame,
+               anchor: LivePortraitMotion | None = None) -> np.ndarray:
+        """``anchor``: the session's first LivePortrait motion block, what a frame's own
+        block is relative to (engines that do not read the block ignore it)."""
+        ...
 
-    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> list[np.ndarray]: ...
+    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]],
+                     anchors: Sequence[LivePortraitMotion | None] | None = None
+                     ) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
 

@@ -30,7 +30,7 @@ import numpy as np
 from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts.errors import InvalidInput, MissingExtra
-from avatarflow.contracts.messages import MotionFrame
+from avatarflow.contracts.messages import LivePortraitMotion, MotionFrame
 
 try:
     import torch
@@ -41,11 +41,13 @@ import cv2
 
 from avatarflow_renderer.engines.neural_drive import Source, driver_for
 from avatarflow_renderer.engines.neural_keypoint_net import KeypointNetwork
+from avatarflow_renderer.engines.neural_lpmotion import drive_named
 from avatarflow_renderer.engines.neural_net import RendererNetwork
 
 __all__ = ["NeuralEngine", "RendererNetwork"]
 
 Inputs = tuple[list[Any], torch.Tensor, torch.Tensor, torch.Tensor | None]
+Anchors = Sequence[LivePortraitMotion | None] | None
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -109,13 +111,19 @@ class NeuralEngine:
     ``device`` / ``dtype`` apply to that part. The canvas is resized to the network's input
     without cropping and the frame back to the canvas size, so an arch suits the mode whose
     aspect ratio it was made for (liveportrait: square head canvases).
+
+    Frames carrying a LivePortrait motion block (arch liveportrait) are driven as JoyVASA
+    drives LivePortrait, relative to the session's first such frame (the ``anchors`` the
+    renderer stage keeps); ``liveportrait_drive`` picks JoyVASA's flags ("joyvasa": its
+    inference config's defaults, "joyvasa-cli": its inference.py's; ``neural_lpmotion``).
     """
 
     batches = True
 
     def __init__(self, weights: str = "", device: str = "cpu", dtype: str = "float32",
                  arch: str = "liveportrait", cache: int = 16, triton_url: str = "",
-                 triton_model: str = "renderer", **options: Any) -> None:
+                 triton_model: str = "renderer", liveportrait_drive: str = "joyvasa",
+                 **options: Any) -> None:
         if options:
             raise InvalidInput(f"unknown neural engine options: {', '.join(options)}")
         if not weights:
@@ -131,7 +139,7 @@ class NeuralEngine:
         else:
             net = RendererNetwork.load(weights, arch, device, dtype)
             self.network, self.generator = net, LocalGenerator(net)
-        self.driver = driver_for(self.network)
+        self.driver = driver_for(self.network, drive_named(liveportrait_drive))
         self.sources: PlanCache[Source] = PlanCache(self._encode, capacity=cache)
 
     def warm(self, avatar: Avatar) -> None:
@@ -146,33 +154,38 @@ class NeuralEngine:
         return replace(source, appearance=self.generator.encode(image))
 
     @torch.inference_mode()
-    def _inputs(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> Inputs:
+    def _inputs(self, items: Sequence[tuple[Avatar, MotionFrame]], anchors: Anchors) -> Inputs:
         avatars = [a for a, _ in items]
         sources = [self.sources.get(a) for a in avatars]
-        kp_driving, hands = self.driver.drive(avatars, sources, [m for _, m in items])
+        kp_driving, hands = self.driver.drive(avatars, sources, [m for _, m in items],
+                                              anchors or [None] * len(items))
         kp_source = torch.cat([s.kp for s in sources])
         return [s.appearance for s in sources], kp_source, kp_driving, hands
 
     @torch.inference_mode()
-    def frames(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> torch.Tensor:
+    def frames(self, items: Sequence[tuple[Avatar, MotionFrame]],
+               anchors: Anchors = None) -> torch.Tensor:
         """One batched forward: B x 3 x H_out x W_out float32 in [0, 1] at the network's
-        output size."""
-        return self.generator.render(*self._inputs(items))
+        output size. ``anchors``: per item, its session's first LivePortrait motion block
+        (None: the item's own block, as for a session's first frame)."""
+        return self.generator.render(*self._inputs(items, anchors))
 
-    async def frames_async(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> torch.Tensor:
+    async def frames_async(self, items: Sequence[tuple[Avatar, MotionFrame]],
+                           anchors: Anchors = None) -> torch.Tensor:
         """``frames`` for asyncio code: on Triton the request is in flight while the event
         loop runs others (concurrent calls are concurrent requests)."""
-        return await self.generator.render_async(*self._inputs(items))
+        return await self.generator.render_async(*self._inputs(items, anchors))
 
-    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> list[np.ndarray]:
+    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]],
+                     anchors: Anchors = None) -> list[np.ndarray]:
         """H x W x 3 uint8 RGB per (avatar, motion) pair, the frames of any sessions rendered
         in one forward."""
-        return self._images(items, self.frames(items)) if items else []
+        return self._images(items, self.frames(items, anchors)) if items else []
 
-    async def render_batch_async(self, items: Sequence[tuple[Avatar, MotionFrame]]
-                                 ) -> list[np.ndarray]:
+    async def render_batch_async(self, items: Sequence[tuple[Avatar, MotionFrame]],
+                                 anchors: Anchors = None) -> list[np.ndarray]:
         """``render_batch`` for asyncio code."""
-        return self._images(items, await self.frames_async(items)) if items else []
+        return self._images(items, await self.frames_async(items, anchors)) if items else []
 
     @staticmethod
     def _images(items: Sequence[tuple[Avatar, MotionFrame]],
@@ -187,9 +200,10 @@ class NeuralEngine:
             out.append(np.ascontiguousarray(img))
         return out
 
-    def render(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray:
+    def render(self, avatar: Avatar, motion: MotionFrame,
+               anchor: LivePortraitMotion | None = None) -> np.ndarray:
         """H x W x 3 uint8 RGB for one motion frame."""
-        return self.render_batch([(avatar, motion)])[0]
+        return self.render_batch([(avatar, motion)], [anchor])[0]
 
     def close(self) -> None:
         self.sources.clear()

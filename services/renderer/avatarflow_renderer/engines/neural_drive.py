@@ -15,20 +15,23 @@ keypoints (its template plus offset; the inner lips meet at rest, so silence clo
 mouth), the target eye-open ratio is the source's scaled by how open the motion's eyes are
 relative to the template's. The deltas are added to the driving keypoints and the stitching
 MLP corrects the result, as in LivePortrait's retargeting path. Other expression coefficients
-have no LivePortrait control and are not rendered in this arch.
+have no LivePortrait control and are not rendered in this arch. A frame that carries a
+LivePortrait motion block (``MotionFrame.liveportrait``, e.g. JoyVASA's) is driven by that block
+instead, as JoyVASA drives LivePortrait (``neural_lpmotion``), relative to the session's anchor.
 
 upperbody: the K head keypoints posed as ``avatarflow.contracts.motion.head_keypoints`` poses them,
 mapped into the canvas through ``avatar.face_rest`` / ``face_axes`` (depth: template z times
 the eye distance), and the B body keypoints moved as the warp engine moves them; all
 normalised to [-1, 1] over the canvas (z in x's units). The source keypoints are where the
-analysis found the face and body. Hands are drawn as bones and joints on a blank image.
+analysis found the face and body. Hands are drawn as bones and joints on a blank image. A
+LivePortrait motion block is ignored here (these are not LivePortrait's implicit keypoints).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import cv2
 import numpy as np
@@ -36,8 +39,9 @@ import torch
 
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
-from avatarflow.contracts.messages import MotionFrame
+from avatarflow.contracts.messages import LivePortraitMotion, MotionFrame
 from avatarflow_renderer.engines import neural_kp as kpm
+from avatarflow_renderer.engines import neural_lpmotion as lpm
 from avatarflow_renderer.engines.neural_keypoint_net import (
     KeypointNetwork,
     LivePortraitKeypoints,
@@ -64,6 +68,7 @@ class LivePortraitSource(Source):
     shift: torch.Tensor  # 1 x 3: t
     lip: float  # source lip-open ratio
     eyes: tuple[float, float]  # source eye-open ratios, image-left eye first
+    lip_closed: torch.Tensor | None = None  # 1 x K x 3: JoyVASA's lip normalisation, or None
 
 
 SourceT = TypeVar("SourceT", bound=Source)
@@ -78,8 +83,11 @@ class Driver(Protocol[SourceT]):
         ...
 
     def drive(self, avatars: Sequence[Avatar], sources: Sequence[SourceT],
-              motions: Sequence[MotionFrame]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Driving keypoints (B x K x 3) and hand images (B x 3 x H x W, or None)."""
+              motions: Sequence[MotionFrame],
+              anchors: Sequence[LivePortraitMotion | None] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Driving keypoints (B x K x 3) and hand images (B x 3 x H x W, or None).
+        ``anchors``: per frame, the session's first LivePortrait motion block (or None)."""
         ...
 
 
@@ -94,22 +102,45 @@ def normalise(points: np.ndarray, avatar: Avatar) -> np.ndarray:
 
 
 class LivePortraitDriver:
-    def __init__(self, net: LivePortraitKeypoints) -> None:
+    """Frames with a LivePortrait motion block go JoyVASA's way (``neural_lpmotion``, flags
+    ``drive``), relative to their anchor; the others through the hybrid mapping below."""
+
+    def __init__(self, net: LivePortraitKeypoints, drive: lpm.BlockDrive | None = None) -> None:
         self.net = net
+        self.block_drive = drive or lpm.BlockDrive()
 
     def source(self, avatar: Avatar, image: torch.Tensor) -> LivePortraitSource:
         """``image``: the canvas at the network's source size (``source_from_images``)."""
         info = self.net.motion_info(image)
+        kp = kpm.source_keypoints(info)
+        lip = kpm.lip_ratio(avatar.face_points)
         return LivePortraitSource(
-            kp=kpm.source_keypoints(info),
-            canonical=info["kp"], expression=info["exp"],
+            kp=kp, canonical=info["kp"], expression=info["exp"],
             rot=kpm.rotation(info["pitch"], info["yaw"], info["roll"]), scale=info["scale"],
-            shift=info["t"], lip=kpm.lip_ratio(avatar.face_points),
-            eyes=kpm.eye_ratios(avatar.face_points))
+            shift=info["t"], lip=lip, eyes=kpm.eye_ratios(avatar.face_points),
+            lip_closed=lpm.lip_closing_delta(self.net, kp, lip, self.block_drive))
 
     def drive(self, avatars: Sequence[Avatar], sources: Sequence[LivePortraitSource],
-              motions: Sequence[MotionFrame]) -> tuple[torch.Tensor, None]:
+              motions: Sequence[MotionFrame],
+              anchors: Sequence[LivePortraitMotion | None] | None = None
+              ) -> tuple[torch.Tensor, None]:
         """Driving keypoints (B x K x 3) for a batch of frames; no hand images."""
+        blocks = [i for i, m in enumerate(motions) if m.liveportrait is not None]
+        if not blocks:
+            return self._hybrid(avatars, sources, motions), None
+        own = [cast(LivePortraitMotion, motions[i].liveportrait) for i in blocks]
+        first = [(anchors[i] if anchors else None) or b for i, b in zip(blocks, own, strict=True)]
+        kp = torch.empty(len(motions), *sources[0].kp.shape[1:], device=self.net.device)
+        kp[blocks] = lpm.driving_keypoints(self.net, [sources[i] for i in blocks], own, first,
+                                           self.block_drive)
+        rest = sorted(set(range(len(motions))) - set(blocks))
+        if rest:
+            kp[rest] = self._hybrid([avatars[i] for i in rest], [sources[i] for i in rest],
+                                    [motions[i] for i in rest])
+        return kp, None
+
+    def _hybrid(self, avatars: Sequence[Avatar], sources: Sequence[LivePortraitSource],
+                motions: Sequence[MotionFrame]) -> torch.Tensor:
         dev = self.net.device
         angles = np.degrees(np.stack([m.rotation for m in motions]).astype(np.float64))
         shift = np.zeros((len(motions), 3), np.float32)
@@ -134,7 +165,7 @@ class LivePortraitDriver:
                                   torch.cat([s.shift for s in sources]) + t(shift))
         kp_d = (kp_d + self.net.retarget_lip(kp_s, t(lips))
                 + self.net.retarget_eye(kp_s, t(eyes)))
-        return self.net.stitch(kp_s, kp_d), None
+        return self.net.stitch(kp_s, kp_d)
 
 
 # Bones of the 21-joint hand (mediapipe / MANO order): wrist to each finger, then along it.
@@ -195,8 +226,12 @@ class UpperBodyDriver:
         return draw_hands(pts * np.array([w / avatar.width, h / avatar.height]), w, h)
 
     def drive(self, avatars: Sequence[Avatar], sources: Sequence[Source],
-              motions: Sequence[MotionFrame]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Driving keypoints (B x K x 3) and hand images (B x 3 x H x W) for a batch."""
+              motions: Sequence[MotionFrame],
+              anchors: Sequence[LivePortraitMotion | None] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Driving keypoints (B x K x 3) and hand images (B x 3 x H x W) for a batch. A
+        LivePortrait motion block (and so ``anchors``) is ignored: this arch's head keypoints
+        are not LivePortrait's implicit ones, the hybrid motion drives them."""
         dev = self.net.device
         kp = np.stack([self.keypoints(a, m) for a, m in zip(avatars, motions, strict=True)])
         hands = np.stack([self.hand_image(a, m) for a, m in zip(avatars, motions, strict=True)])
@@ -204,9 +239,10 @@ class UpperBodyDriver:
                 torch.as_tensor(hands, device=dev).permute(0, 3, 1, 2))
 
 
-def driver_for(net: KeypointNetwork) -> Driver[Any]:
+def driver_for(net: KeypointNetwork, drive: lpm.BlockDrive | None = None) -> Driver[Any]:
+    """The arch's driver; ``drive``: JoyVASA's flags for LivePortrait motion blocks."""
     if isinstance(net, LivePortraitKeypoints):
-        return LivePortraitDriver(net)
+        return LivePortraitDriver(net, drive)
     if isinstance(net, UpperBodyKeypoints):
         return UpperBodyDriver(net)
     raise TypeError(f"no driver for {type(net).__name__}")

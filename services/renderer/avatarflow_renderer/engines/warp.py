@@ -13,7 +13,7 @@ from avatarflow.avatars import paint
 from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.avatars.warp import WarpPlan
-from avatarflow.contracts.messages import MotionFrame
+from avatarflow.contracts.messages import LivePortraitMotion, MotionFrame
 
 
 class WarpEngine:
@@ -31,8 +31,10 @@ class WarpEngine:
         frame is as fast as the rest."""
         self.plans.get(avatar)
 
-    def render(self, avatar: Avatar, motion: MotionFrame) -> np.ndarray:
-        """H x W x 3 uint8 RGB for one motion frame."""
+    def render(self, avatar: Avatar, motion: MotionFrame,
+               anchor: LivePortraitMotion | None = None) -> np.ndarray:
+        """H x W x 3 uint8 RGB for one motion frame (from the hybrid motion: a LivePortrait
+        motion block and its ``anchor`` are not used)."""
         plan = self.plans.get(avatar)
         rest, warp_face, body_src, body_tgt, face = plan.controls(motion)
         out = plan.base.copy()
@@ -45,7 +47,9 @@ class WarpEngine:
         paint.paint_eyelids(out, face, avatar.face_rest, avatar.skin_color, plan.iod)
         return out
 
-    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]]) -> list[np.ndarray]:
+    def render_batch(self, items: Sequence[tuple[Avatar, MotionFrame]],
+                     anchors: Sequence[LivePortraitMotion | None] | None = None
+                     ) -> list[np.ndarray]:
         return [self.render(avatar, motion) for avatar, motion in items]
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_cluster --out bench/results
 	$(BIN)/python -m bench.run_neural --out bench/results
 	$(BIN)/python -m bench.triton_overhead --out bench/results
+	$(BIN)/python -m bench.run_motion --out bench/results
 
 up: $(STAMP)
 	$(BIN)/avatarflow up

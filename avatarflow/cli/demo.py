@@ -20,6 +20,7 @@ from avatarflow.contracts.style import load as load_style
 from avatarflow.contracts.v1 import api_pb2
 from avatarflow.runtime.build import build_stages
 from avatarflow.runtime.pipeline import EmbeddedPipeline
+from avatarflow.runtime.profiles import PROFILES, profile
 from avatarflow.runtime.registry import DEFAULT_ENGINES
 from avatarflow.runtime.settings import Settings
 from avatarflow.session import Frame, FrontSettings, SessionSpec
@@ -29,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="portrait (PNG, JPEG, WebP, ...)")
     p.add_argument("--audio", required=True, help="speech (any format PyAV decodes)")
     p.add_argument("--out", required=True, help="output .mp4 (directories are created)")
-    p.add_argument("--mode", choices=MODES, default="upper-body")
+    p.add_argument("--mode", choices=MODES,
+                   help="default: the profile's mode (head for liveportrait-joyvasa), else "
+                        "upper-body")
     p.add_argument("--size", help="WxH, default 512x768 upper-body, 512x512 head")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--expression-intensity", type=float, default=1.0, help="0..2")
@@ -41,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{stage}-engine", default=None,
                        help=f"default: AVATARFLOW_{stage.upper().replace('-', '_')}_ENGINE "
                             f"or {engine}")
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="engines and weights of every stage from one weights root (--weights); "
+                        "default: AVATARFLOW_PROFILE")
+    p.add_argument("--weights", help="the profile's weights root (default: "
+                                     "AVATARFLOW_WEIGHTS_ROOT)")
     p.add_argument("--preset", default="ultrafast", help="x264 preset")
     p.add_argument("--contact-sheet", help="also write a PNG of 12 evenly spaced frames")
     p.add_argument("--no-progress", action="store_true")
@@ -58,6 +66,17 @@ def parse_size(mode: str, size: str | None) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> dict:
     """Runs the demo; returns the summary it printed."""
+    # The same settings the services read (AVATARFLOW_<STAGE>_ENGINE, _WEIGHTS, _PROFILE ...):
+    # a neural engine is a configuration change, embedded or distributed.
+    settings = {stage: Settings.load(
+        stage, engine=getattr(args, f"{stage.replace('-', '_')}_engine"),
+        profile=getattr(args, "profile", None), weights_root=getattr(args, "weights", None))
+        for stage in DEFAULT_ENGINES}
+    chosen = next(iter(settings.values())).profile
+    if getattr(args, "weights", None) and not chosen:
+        raise InvalidInput("--weights is the root of a profile: name it with --profile")
+    if not args.mode:
+        args.mode = (profile(chosen).mode if chosen else "") or "upper-body"
     width, height = parse_size(args.mode, args.size)
     validate_output(args.mode, width, height, args.fps)
     out = Path(args.out)
@@ -72,11 +91,8 @@ def run(args: argparse.Namespace) -> dict:
     image = image_path.read_bytes()
     decode_image(image)  # fail fast, before loading any model
     pcm, rate = load_audio(args.audio)
-    # The same settings the services read (AVATARFLOW_<STAGE>_ENGINE, _WEIGHTS, ...): a
-    # neural engine is a configuration change, embedded or distributed.
-    settings = {stage: Settings.load(stage) for stage in DEFAULT_ENGINES}
-    engines = {stage: getattr(args, f"{stage.replace('-', '_')}_engine")
-               or settings[stage].engine or DEFAULT_ENGINES[stage] for stage in DEFAULT_ENGINES}
+    engines = {stage: settings[stage].engine or DEFAULT_ENGINES[stage]
+               for stage in DEFAULT_ENGINES}
     options = {stage: settings[stage].engine_kwargs() for stage in DEFAULT_ENGINES}
     # A file, not a live stream: as fast as the pipeline goes, every frame, no filling in.
     pipeline = EmbeddedPipeline(build_stages(engines, options), FrontSettings.offline())

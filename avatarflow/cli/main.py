@@ -20,7 +20,7 @@ def _cluster_commands() -> list[tuple[str, ModuleType, str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from avatarflow.cli import demo, render_frame, serve, style_reference
+    from avatarflow.cli import demo, motion, render_frame, serve, style_reference, weights
 
     p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
         "style-reference", help="extract a speaking-style reference from a video"))
     render_frame.add_arguments(sub.add_parser(
         "render-frame", help="render one frame from LivePortrait weights (debugging)"))
+    weights.add_arguments(sub.add_parser(
+        "weights", help="check a weights root: every file an engine profile needs"))
+    motion.add_arguments(sub.add_parser(
+        "motion", help="a clip's motion from a neural motion engine, offline (.npz)"))
     return p
 
 
@@ -74,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import render_frame
 
             return render_frame.run(args)
+        elif args.command == "weights":
+            from avatarflow.cli import weights
+
+            return weights.run(args)
+        elif args.command == "motion":
+            from avatarflow.cli import motion
+
+            return motion.run(args)
         elif args.command in ("up", "client"):
             commands = {n: mod for n, mod, _ in _cluster_commands()}
             code: int = commands[args.command].run(args)

@@ -12,6 +12,7 @@ from avatarflow.contracts.errors import InvalidInput
 from avatarflow.dev.cluster import GATEWAY, SERVICES, STAGE_SERVICES, LocalCluster
 from avatarflow.dev.net import port_is_free
 from avatarflow.runtime import registry
+from avatarflow.runtime.profiles import PROFILES
 
 DEFAULT_PORT = registry.GATEWAY.port
 
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", nargs="+", default=[], metavar="SERVICE=N",
                    help=f"processes per service ({', '.join(SERVICES)}), default 1 each")
     p.add_argument("--log-dir", help="per-process logs (default: a new temporary directory)")
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="engines and weights of every stage from one weights root (--weights)")
+    p.add_argument("--weights", help="the profile's weights root, as its publishers lay it out")
     p.add_argument("--timeout", type=float, default=90.0,
                    help="seconds to wait for every service to report SERVING")
 
@@ -50,6 +54,9 @@ def parse_replicas(items: list[str]) -> dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     """Starts the cluster, waits for a stop signal, stops it; returns 0 after a clean stop."""
     replicas = parse_replicas(args.replicas)
+    profile, weights = getattr(args, "profile", None), getattr(args, "weights", None)
+    if weights and not profile:
+        raise InvalidInput("--weights is the root of a profile: name it with --profile")
     if not port_is_free(args.port):
         raise InvalidInput(f"port {args.port} is in use: pick another with --port")
     stopping = False
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     cluster = LocalCluster(replicas=replicas, redis_url=args.redis, log_dir=args.log_dir,
-                           gateway_port=args.port)
+                           gateway_port=args.port, profile=profile, weights_root=weights)
     try:
         print(f"starting {sum(cluster.replicas(s) for s in SERVICES)} services, "
               f"logs in {cluster.log_dir}", flush=True)

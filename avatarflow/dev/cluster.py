@@ -21,7 +21,7 @@ from types import TracebackType
 from avatarflow.contracts.errors import AvatarflowError
 from avatarflow.dev.net import free_port, serving
 from avatarflow.dev.redis_server import RedisServer, tail
-from avatarflow.runtime import registry
+from avatarflow.runtime import profiles, registry
 
 STAGE_SERVICES = registry.STAGE_NAMES
 GATEWAY = registry.GATEWAY.name
@@ -66,16 +66,24 @@ class LocalCluster:
         log_dir: where ``<service>-<replica>.log`` and ``redis.log`` go (a new temporary
             directory, kept after stop, when None).
         gateway_port: the gateway's port (a free one when None).
+        profile, weights_root: an engine profile (avatarflow.runtime.profiles) and its
+            weights root for every service, as AVATARFLOW_PROFILE / AVATARFLOW_WEIGHTS_ROOT
+            (``env`` still wins).
     """
 
     def __init__(self, *, replicas: dict[str, int] | None = None, redis_url: str | None = None,
                  env: dict[str, str] | None = None, log_dir: str | Path | None = None,
-                 gateway_port: int | None = None) -> None:
+                 gateway_port: int | None = None, profile: str | None = None,
+                 weights_root: str | Path | None = None) -> None:
         unknown = set(replicas or {}) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
-        self.env = dict(env or {})
+        self.env = {}
+        if profile:
+            profiles.validate(profile, weights_root or "")  # before any process starts
+            self.env.update(profiles.environment(profile, weights_root or ""))
+        self.env.update(env or {})
         self._redis_url = redis_url
         self._redis: RedisServer | None = None
         self._replicas: dict[tuple[str, int], _Replica] = {}

@@ -4,6 +4,12 @@
 name upper-cased, dashes as underscores) overrides it for one service. Command-line flags of
 ``avatarflow serve`` override both. Bad values stop the service at start-up with a message
 naming the variable.
+
+``AVATARFLOW_PROFILE`` + ``AVATARFLOW_WEIGHTS_ROOT`` pick a stage's engine, weights and engine
+options from one weights root (avatarflow.runtime.profiles); what is set explicitly still
+wins: an explicit engine other than the profile's takes nothing from it, an explicit
+``weights`` replaces the profile's directory, explicit ``engine_options`` items replace the
+profile's items of the same name.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from avatarflow.contracts.errors import InvalidInput
-from avatarflow.runtime import registry
+from avatarflow.runtime import profiles, registry
 
 # Derived from the registry, where every service is declared once.
 SERVICES = registry.NAMES
@@ -38,6 +44,9 @@ class Settings:
     dtype: str = ""
     triton_url: str = ""
     engine_options: str = ""
+    # An engine profile and its weights root: defaults for engine, weights, engine_options.
+    profile: str = ""
+    weights_root: str = ""
     consumer: str = ""  # consumer name in <stage>-workers; empty = <host>-<pid>
     # Session ownership: a replica refreshes its liveness every heartbeat; one silent for
     # claim_idle_ms is presumed dead and its sessions are taken over.
@@ -106,6 +115,8 @@ class Settings:
                 if key in env:
                     values[f.name] = _parse(key, env[key], type(f.default))
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("profile") and service in registry.STAGE_NAMES:
+            _apply_profile(service, values)
         return cls(service=service, **values)
 
     def engine_kwargs(self) -> dict[str, Any]:
@@ -122,6 +133,20 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _apply_profile(service: str, values: dict[str, Any]) -> None:
+    """Fills engine, weights and engine_options from the profile where they are not set."""
+    p = profiles.validate(values["profile"], values.get("weights_root", ""))
+    engine, options = p.stage_options(service, values["weights_root"])
+    if not engine or (values.get("engine") or engine) != engine:
+        return  # left to its default, or explicitly another engine
+    values["engine"] = engine
+    weights = options.pop("weights", "")
+    if weights and not values.get("weights"):
+        values["weights"] = weights
+    items = [f"{k}={v}" for k, v in options.items()]
+    values["engine_options"] = ",".join(filter(None, [*items, values.get("engine_options")]))
 
 
 def _value(raw: str) -> Any:

@@ -49,8 +49,8 @@ METRICS = _exported()
 Doc = dict[str, Any]
 
 
-def test_profiles_are_the_four_expected() -> None:
-    assert PROFILES == ["autoscaling-off", "cpu", "external-redis", "gpu-triton"]
+def test_profiles_are_the_five_expected() -> None:
+    assert PROFILES == ["autoscaling-off", "cpu", "external-redis", "gpu-joyvasa", "gpu-triton"]
 
 
 @functools.cache
@@ -165,6 +165,7 @@ def test_schema_rejects_bad_values(bad: dict[str, Any], where: str) -> None:
     ({"triton": {"enabled": True, "modelRepository": {"volume": None}}},
      "'/triton/modelRepository': missing property 'volume'"),
     ({"components": {"renderer": {"weights": {"enabled": True}}}}, "weights.volume"),
+    ({"profile": {"name": "liveportrait-joyvasa"}}, "profile.weights.volume"),
 ])
 def test_inconsistent_values_fail_with_a_message(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=re.escape(message)):
@@ -512,3 +513,44 @@ def test_dashboard_has_the_pipeline_panels() -> None:
 def test_notes_name_the_gateway() -> None:
     notes = render(profile_values("cpu"))["avatarflow/templates/NOTES.txt"]
     assert f"{PREFIX}-gateway.{NAMESPACE}.svc:{DEFAULT_PORTS['gateway']}" in notes
+
+
+def test_joyvasa_profile_gives_every_stage_the_one_weights_root(tmp_path: Path) -> None:
+    """Every stage (not the gateway) selects the profile and mounts the same root read-only
+    from the claim Triton reads; the settings the stages load from that environment are the
+    profile's engines; motion-gen runs on a GPU node; the refiner stays off Triton."""
+    from avatarflow.runtime.profiles import PROFILES as ENGINE_PROFILES
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["profile"]["properties"]["name"]["enum"] == ["", *ENGINE_PROFILES]
+    profile = "gpu-joyvasa"
+    triton_pod = one(profile, "Deployment", f"{PREFIX}-triton")["spec"]["template"]["spec"]
+    (triton,) = triton_pod["containers"]
+    claim = next(v for v in triton_pod["volumes"] if v["name"] == "models")
+    repo = next(m for m in triton["volumeMounts"] if m["name"] == "models")["mountPath"]
+    assert "--load-model=renderer" in triton["args"]
+    assert "--load-model=refiner" not in triton["args"]
+    engines = {}
+    for stage in registry.STAGE_NAMES:
+        spec = one(profile, "Deployment", f"{PREFIX}-{stage}")["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        env = {k: e["value"] for k, e in env_of(c).items() if "value" in e}
+        assert env["AVATARFLOW_PROFILE"] == "liveportrait-joyvasa"
+        (mount,) = [m for m in c["volumeMounts"]
+                    if m["mountPath"] == env["AVATARFLOW_WEIGHTS_ROOT"]]
+        assert mount["readOnly"] is True and mount["subPath"] == "pretrained_weights"
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["persistentVolumeClaim"] == claim["persistentVolumeClaim"]
+        env["AVATARFLOW_WEIGHTS_ROOT"] = str(tmp_path)  # the mount, here
+        engines[stage] = Settings.load(stage, env).engine
+    assert engines == {"audio-encoder": "pcm", "motion-gen": "joyvasa",
+                       "renderer": "neural", "refiner": ""}
+    assert "AVATARFLOW_PROFILE" not in env_of(container(profile, "gateway"))
+    served = env_of(triton)["AVATARFLOW_TRITON_RENDERER_WEIGHTS"]["value"]
+    assert served == f"{repo}/pretrained_weights/liveportrait"
+    renderer = env_of(container(profile, "renderer"))
+    assert "AVATARFLOW_RENDERER_TRITON_URL" in renderer
+    assert "AVATARFLOW_REFINER_TRITON_URL" not in env_of(container(profile, "refiner"))
+    motion = container(profile, "motion-gen")
+    assert env_of(motion)["AVATARFLOW_MOTION_GEN_DEVICE"]["value"] == "cuda"
+    assert int(motion["resources"]["limits"]["nvidia.com/gpu"]) == 1

@@ -99,7 +99,8 @@ class MotionGenStage(Stage[_Session, m.AudioFeatures]):
                 deadline=env.deadline,
                 rotation=o.rotation, translation=o.translation, scale=o.scale,
                 expression=o.expression, head_template=o.head_template,
-                head_offset=o.head_offset, body=o.body, hands=o.hands))
+                head_offset=o.head_offset, body=o.body, hands=o.hands,
+                liveportrait=o.liveportrait))
         return frames
 
     def close(self) -> None:

@@ -9,6 +9,11 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 {{- if and .root.Values.autoscaling.enabled (hasKey .root.Values.streams .component) $c.autoscaling.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* True when the engine profile applies to this component (every stage, not the gateway). */}}
+{{- define "avatarflow.profiled" -}}
+{{- if and .root.Values.profile.name (ne .component "gateway") -}}true{{- end -}}
+{{- end -}}
+
 {{/* The container's environment: AVATARFLOW_* settings (avatarflow/runtime/settings.py). */}}
 {{- define "avatarflow.component.env" -}}
 {{- $root := .root -}}
@@ -36,6 +41,12 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 {{- if and $c.weights $c.weights.enabled }}
 - name: {{ printf "%sWEIGHTS" $prefix }}
   value: {{ $c.weights.mountPath | quote }}
+{{- end }}
+{{- if include "avatarflow.profiled" . }}
+- name: AVATARFLOW_PROFILE
+  value: {{ $root.Values.profile.name | quote }}
+- name: AVATARFLOW_WEIGHTS_ROOT
+  value: {{ $root.Values.profile.weights.mountPath | quote }}
 {{- end }}
 {{- if and $root.Values.triton.enabled (hasKey $root.Values.triton.models .component) }}
 - name: {{ printf "%sTRITON_URL" $prefix }}
@@ -161,6 +172,14 @@ spec:
               {{- end }}
               readOnly: true
             {{- end }}
+            {{- if include "avatarflow.profiled" . }}
+            - name: weights-root
+              mountPath: {{ $root.Values.profile.weights.mountPath }}
+              {{- with $root.Values.profile.weights.subPath }}
+              subPath: {{ . }}
+              {{- end }}
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -171,6 +190,13 @@ spec:
         {{- end }}
         - name: weights
           {{- toYaml $c.weights.volume | nindent 10 }}
+        {{- end }}
+        {{- if include "avatarflow.profiled" . }}
+        {{- if not $root.Values.profile.weights.volume }}
+        {{- fail "profile.weights.volume is required when profile.name is set" }}
+        {{- end }}
+        - name: weights-root
+          {{- toYaml $root.Values.profile.weights.volume | nindent 10 }}
         {{- end }}
 {{- end -}}
 

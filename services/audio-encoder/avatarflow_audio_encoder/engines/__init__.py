@@ -14,6 +14,7 @@ ENGINES = {
     "mel": "avatarflow_audio_encoder.engines.mel:MelEngine",
     "hubert": "avatarflow_audio_encoder.engines.ssl:HubertEngine",
     "wav2vec2": "avatarflow_audio_encoder.engines.ssl:Wav2Vec2Engine",
+    "pcm": "avatarflow_audio_encoder.engines.pcm:PCMEngine",
 }
 
 

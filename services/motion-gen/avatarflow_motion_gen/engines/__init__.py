@@ -15,6 +15,7 @@ from .common import MotionOutput
 ENGINES = {
     "signal": "avatarflow_motion_gen.engines.signal:SignalEngine",
     "diffusion": "avatarflow_motion_gen.engines.diffusion:DiffusionEngine",
+    "joyvasa": "avatarflow_motion_gen.engines.joyvasa:JoyVASAEngine",
 }
 
 

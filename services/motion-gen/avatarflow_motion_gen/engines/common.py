@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.messages import LivePortraitMotion
 
 _MEL = re.compile(r"mel(\d+)")
 
@@ -74,6 +75,7 @@ class MotionOutput:
     head_offset: np.ndarray  # K x 3 float32
     body: np.ndarray  # B x 3 float32
     hands: np.ndarray  # 2 x 21 x 3 float32
+    liveportrait: LivePortraitMotion | None = None  # engines that speak LivePortrait
 
 
 def follow(fps: float, tau_s: float) -> float:

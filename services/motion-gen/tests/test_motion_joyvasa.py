@@ -168,6 +168,17 @@ def test_barge_in_drops_pending_frames_and_continues(root: Path) -> None:
     assert [o.frame for o in after] == list(range(30, 50))
 
 
+def test_a_stall_filled_with_silence_keeps_the_frames_coming(root: Path) -> None:
+    """The session front fills a stalled client's audio with zeros: every frame of the
+    silent stretch comes out, in order, with finite motion, and the speech after it goes on."""
+    speech = pcm_frames(clip())
+    silence = [np.zeros_like(f) for f in pcm_frames(np.zeros(int(16000 * 0.4), np.float32))]
+    frames = speech[:20] + silence + speech[20:]
+    out = live(root, frames)
+    assert [o.frame for o in out] == list(range(len(frames)))
+    assert np.isfinite(lp(out)).all()
+
+
 def test_stage_end_to_end_with_the_pcm_audio_encoder(root: Path) -> None:
     from avatarflow_audio_encoder import build_stage as audio_stage
 

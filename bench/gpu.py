@@ -41,11 +41,6 @@ from typing import Any
 import numpy as np
 
 PROFILE = "liveportrait-joyvasa"
-# JoyVASA's published generator (its paper and DitTalkingHead's defaults): 100-frame windows,
-# 10 frames of history, width 512, 72 motion values; the diffusion length is read from a real
-# checkpoint's schedule, 50 steps assumed here. HuBERT base (768 wide, 12 layers).
-PUBLISHED: dict[str, Any] = dict(n_motions=100, n_prev=10, motion_dim=72, feature_dim=512,
-                                 diff_steps=50)
 FULL: dict[str, Any] = {"sessions": (1, 4, 8, 16), "seconds": 6.0, "warm": 2, "runs": 10}
 SMOKE: dict[str, Any] = {"sessions": (1, 2), "seconds": 1.2, "warm": 1, "runs": 3}
 Entry = dict[str, Any]
@@ -61,18 +56,7 @@ def write_root(root: Path, smoke: bool) -> Path:
     """A weights root in the published layouts: the tiny test networks, or published sizes."""
     from avatarflow.dev.weights import write_random_root
 
-    if smoke:
-        return write_random_root(root, PROFILE, seed=0)
-    import torch
-
-    from avatarflow_motion_gen.engines.joyvasa.layout import write_random_weights
-    from avatarflow_renderer.engines.neural_layout import write_random_weights as write_lp
-
-    root.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        write_random_weights(root, seed=0, audio_config={}, **PUBLISHED)
-        write_lp(root / "liveportrait", seed=0)
-    return root
+    return write_random_root(root, PROFILE, seed=0, full=not smoke)
 
 
 class Timer:
@@ -268,12 +252,14 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     dtypes = ("float16", "float32") if cuda and not a.smoke else ("float32",)
     sessions = tuple(a.sessions or plan["sessions"])
     torch.set_num_threads(a.threads)
+    from avatarflow_motion_gen.engines.joyvasa.layout import PUBLISHED_SIZES
+
     results: dict[str, Any] = {
         "profile": PROFILE, "smoke": a.smoke, "device": a.device,
         "device_name": torch.cuda.get_device_name(a.device) if cuda else
         (platform.processor() or platform.machine()),
         "threads": a.threads, "sizes": "tiny test networks" if a.smoke else
-        f"published (JoyVASA {PUBLISHED}, HuBERT base, LivePortrait)",
+        f"published (JoyVASA {PUBLISHED_SIZES}, HuBERT base, LivePortrait)",
         "output": "512x512 at 30 fps", "audio_s": plan["seconds"], "warm": plan["warm"],
         "runs": plan["runs"], "date": time.strftime("%Y-%m-%d %H:%M:%S"), "runs_by_dtype": {}}
     started = time.perf_counter()

@@ -95,25 +95,10 @@ def measure(url: str, net: Any, repeats: int = 200, warmup: int = 10,
 def write_small_liveportrait(root: Path, seed: int = 0) -> Path:
     """Freshly initialised weights of the small config in LivePortrait's published layout
     (base_models/, retargeting_models/ with DataParallel's key prefix, models.yaml)."""
-    import torch
-    import yaml
+    from avatarflow_renderer.engines.neural_layout import write_random_weights
 
-    from avatarflow_renderer.engines import neural_weights as cw
-    from avatarflow_renderer.engines.neural_net import LivePortraitNetwork
-
-    params = small_liveportrait_params()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        modules = LivePortraitNetwork.build(params)
-    for name, rel in cw.BASE_MODELS.items():
-        cw.save_module(modules[name], root / rel)
-    bundle = {key: {cw.PARALLEL_PREFIX + k: v for k, v in modules[name].state_dict().items()}
-              for name, key in cw.RETARGETING_KEYS.items()}
-    (root / cw.RETARGETING_FILE).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, root / cw.RETARGETING_FILE)
-    (root / "models.yaml").write_text(yaml.safe_dump({"model_params": params,
-                                                      "input_shape": list(SMALL_INPUT)}))
-    return root
+    return write_random_weights(root, params=small_liveportrait_params(),
+                                input_shape=SMALL_INPUT, seed=seed)
 
 
 def head_avatars() -> list[Any]:

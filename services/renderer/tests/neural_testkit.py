@@ -25,22 +25,11 @@ import yaml
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.messages import MotionFrame
+from avatarflow_renderer.engines import neural_layout
 from avatarflow_renderer.engines.neural_net import LIVEPORTRAIT_PARAMS
 
 # LivePortrait hyper-parameters small enough for quick tests (models.yaml schema).
-TINY_PARAMS: dict[str, Any] = copy.deepcopy(LIVEPORTRAIT_PARAMS)
-TINY_PARAMS.update({
-    "appearance_feature_extractor_params": {
-        "image_channel": 3, "block_expansion": 8, "num_down_blocks": 2, "max_features": 64,
-        "reshape_channel": 8, "reshape_depth": 8, "num_resblocks": 1},
-    "warping_module_params": {
-        "num_kp": 21, "block_expansion": 8, "max_features": 64, "num_down_blocks": 2,
-        "reshape_channel": 8, "estimate_occlusion_map": True,
-        "dense_motion_params": {"block_expansion": 8, "max_features": 32, "num_blocks": 2,
-                                "reshape_depth": 8, "compress": 1}},
-    "spade_generator_params": {"upscale": 2, "block_expansion": 8, "max_features": 64,
-                               "num_down_blocks": 2},
-})
+TINY_PARAMS: dict[str, Any] = copy.deepcopy(neural_layout.TINY_PARAMS)
 TINY_INPUT = (64, 64)
 FILES = {"appearance_feature_extractor": "base_models/appearance_feature_extractor.pth",
          "motion_extractor": "base_models/motion_extractor.pth",

@@ -22,8 +22,26 @@ from avatarflow.contracts.errors import InvalidInput
 from avatarflow.runtime.weights import FileReport, compare
 from avatarflow_renderer.engines import neural_weights as cw
 from avatarflow_renderer.engines.neural_keypoint_net import LivePortraitKeypoints
+from avatarflow_renderer.engines.neural_net import LIVEPORTRAIT_PARAMS
 
-__all__ = ["check_weights", "write_random_weights"]
+__all__ = ["TINY_PARAMS", "check_weights", "write_random_weights"]
+
+# LivePortrait hyper-parameters small enough for quick tests (models.yaml ``model_params``):
+# narrow F, W and G; M (the motion extractor) and the retargeting MLPs keep their published
+# sizes, which the keypoints (and JoyVASA's motion) depend on.
+TINY_PARAMS: dict[str, Any] = {
+    **LIVEPORTRAIT_PARAMS,
+    "appearance_feature_extractor_params": {
+        "image_channel": 3, "block_expansion": 8, "num_down_blocks": 2, "max_features": 64,
+        "reshape_channel": 8, "reshape_depth": 8, "num_resblocks": 1},
+    "warping_module_params": {
+        "num_kp": 21, "block_expansion": 8, "max_features": 64, "num_down_blocks": 2,
+        "reshape_channel": 8, "estimate_occlusion_map": True,
+        "dense_motion_params": {"block_expansion": 8, "max_features": 32, "num_blocks": 2,
+                                "reshape_depth": 8, "compress": 1}},
+    "spade_generator_params": {"upscale": 2, "block_expansion": 8, "max_features": 64,
+                               "num_down_blocks": 2},
+}
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

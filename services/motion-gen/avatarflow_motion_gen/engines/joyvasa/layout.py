@@ -234,6 +234,13 @@ TINY_AUDIO: dict[str, Any] = dict(
     conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
 
 
+# JoyVASA's published generator as its paper and DitTalkingHead's defaults describe it:
+# 100-frame windows, 10 frames of history, width 512, 72 motion values; the schedule length is
+# read from a real checkpoint, 50 steps assumed. With ``audio_config={}``: HuBERT base.
+PUBLISHED_SIZES: dict[str, int] = dict(n_motions=100, n_prev=10, motion_dim=72, feature_dim=512,
+                                       diff_steps=50)
+
+
 def write_random_weights(root: Path, *, seed: int = 0, audio_model: str = "hubert_zh",
                          n_motions: int = 20, n_prev: int = 5, motion_dim: int = 72,
                          feature_dim: int = 32, diff_steps: int = 8,

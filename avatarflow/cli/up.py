@@ -1,5 +1,6 @@
 """``avatarflow up``: the whole distributed stack on this machine, one process per service,
-until Ctrl-C or SIGTERM."""
+until Ctrl-C or SIGTERM; a service that dies is started again with backoff, as Kubernetes
+would."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import time
 from types import FrameType
 
 from avatarflow.contracts.errors import InvalidInput
-from avatarflow.dev.cluster import GATEWAY, SERVICES, STAGE_SERVICES, LocalCluster
+from avatarflow.dev.cluster import (
+    GATEWAY,
+    SERVICES,
+    STAGE_SERVICES,
+    LocalCluster,
+    RestartEvent,
+    RestartPolicy,
+)
 from avatarflow.dev.net import port_is_free
 from avatarflow.runtime import registry
 from avatarflow.runtime.profiles import PROFILES
@@ -33,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="the profile's weights root, as its publishers lay it out")
     p.add_argument("--timeout", type=float, default=90.0,
                    help="seconds to wait for every service to report SERVING")
+    p.add_argument("--no-restart", action="store_true",
+                   help="leave a service that dies stopped (default: restart it with backoff, "
+                        "0.5 s doubling to 10 s, under the same consumer name)")
 
 
 def parse_replicas(items: list[str]) -> dict[str, int]:
@@ -66,14 +77,16 @@ def run(args: argparse.Namespace) -> int:
             raise _Stop
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    restart = None if getattr(args, "no_restart", False) else RestartPolicy()
     cluster = LocalCluster(replicas=replicas, redis_url=args.redis, log_dir=args.log_dir,
-                           gateway_port=args.port, profile=profile, weights_root=weights)
+                           gateway_port=args.port, profile=profile, weights_root=weights,
+                           restart=restart, on_restart=_print_restart)
     try:
         print(f"starting {sum(cluster.replicas(s) for s in SERVICES)} services, "
               f"logs in {cluster.log_dir}", flush=True)
         cluster.start(timeout=args.timeout)
         _print_table(cluster)
-        _watch(cluster)
+        _watch(cluster, supervised=restart is not None)
     except _Stop:
         pass
     finally:
@@ -100,11 +113,20 @@ def _print_table(cluster: LocalCluster) -> None:
     print("Ctrl-C stops every service", flush=True)
 
 
-def _watch(cluster: LocalCluster) -> None:
-    """Waits for a signal, reporting once any service that exits on its own."""
+def _print_restart(event: RestartEvent) -> None:
+    """One line per restart (the supervisor logs the log tail too)."""
+    last = next((line for line in reversed(event.log_tail.splitlines()) if line.strip()), "")
+    print(f"restarting {event.name} in {event.delay:g} s (restart {event.restarts}): "
+          f"exited with code {event.code}; last log line: {last[:200]}", flush=True)
+
+
+def _watch(cluster: LocalCluster, supervised: bool) -> None:
+    """Waits for a signal; without supervision, reports once any service that exits."""
     reported: set[tuple[str, int]] = set()
     while True:
         time.sleep(0.5)
+        if supervised:
+            continue
         for s in SERVICES:
             for i in range(cluster.replicas(s)):
                 code = cluster.returncode(s, i)

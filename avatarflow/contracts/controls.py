@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avatarflow.contracts.errors import OutOfRange
+from avatarflow.contracts.errors import OutOfRange, shown
 
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised")
 
@@ -24,6 +24,7 @@ class Controls:
             if not 0.0 <= value <= 2.0:
                 raise OutOfRange(f"{name} must be within 0..2, got {value}")
         if self.emotion not in EMOTIONS:
-            raise OutOfRange(f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}")
+            raise OutOfRange(f"emotion must be one of {', '.join(EMOTIONS)}, "
+                             f"got {shown(self.emotion)}")
         if not 0 <= self.seed < 2**63:
             raise OutOfRange(f"seed must be a non-negative 63-bit integer, got {self.seed}")

@@ -3,6 +3,24 @@ maps it to an exit code and a message."""
 
 from __future__ import annotations
 
+SHOWN_CHARS = 64  # of a caller's string echoed in an error message
+MAX_MESSAGE_CHARS = 1024  # of a status message: well inside gRPC's metadata limit
+
+
+def shown(value: str) -> str:
+    """A caller-supplied string as an error message quotes it: repr, cut to SHOWN_CHARS with
+    an ellipsis, so a 10 KB id cannot blow up the status it is reported in."""
+    if len(value) > SHOWN_CHARS:
+        return repr(value[:SHOWN_CHARS]) + f"... ({len(value)} chars)"
+    return repr(value)
+
+
+def bounded(message: str) -> str:
+    """``message`` cut to MAX_MESSAGE_CHARS: the last guard before it travels as metadata."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        return message[:MAX_MESSAGE_CHARS - 3] + "..."
+    return message
+
 
 class AvatarflowError(Exception):
     """Base error: ``category`` names what kind of failure it is, ``retryable`` whether the

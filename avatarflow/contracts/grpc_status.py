@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from avatarflow.contracts.errors import AvatarflowError
+from avatarflow.contracts.errors import AvatarflowError, bounded
 
 CODES = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
@@ -33,4 +33,4 @@ def error_for(code: grpc.StatusCode, message: str) -> AvatarflowError:
 
 async def abort(context: grpc.aio.ServicerContext, exc: AvatarflowError) -> None:
     """Ends the call with the error's status; raises (grpc's abort never returns)."""
-    await context.abort(code_for(exc.category), exc.message)
+    await context.abort(code_for(exc.category), bounded(exc.message))

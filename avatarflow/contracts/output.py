@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from avatarflow.contracts.errors import InvalidInput
+from avatarflow.contracts.errors import InvalidInput, shown
 from avatarflow.contracts.limits import DEFAULT_FPS, MAX_FPS, MAX_SIDE, MIN_FPS, MIN_SIDE, SIDE_STEP
 
 MODES = ("upper-body", "head")
@@ -12,7 +12,7 @@ DEFAULT_SIZE = {"upper-body": (512, 768), "head": (512, 512)}
 def validate_output(mode: str, width: int, height: int, fps: float) -> None:
     """Raises InvalidInput naming what is allowed when the request is not."""
     if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {shown(mode)}")
     for side, value in (("width", width), ("height", height)):
         if not MIN_SIDE <= value <= MAX_SIDE or value % SIDE_STEP:
             raise InvalidInput(

@@ -3,17 +3,22 @@ services of avatarflow.runtime.registry).
 
 Each service runs as ``python -m avatarflow.cli.main serve SERVICE`` on its own port with its
 own log file; the cluster is ready when every process reports SERVING through grpc.health.v1.
+With a RestartPolicy, a supervisor thread starts a replica that exits on its own again, under
+the same port and consumer name (as a container restart does), with exponential backoff.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,11 +34,44 @@ GATEWAY = registry.GATEWAY.name
 SERVICES = (*STAGE_SERVICES, GATEWAY)
 HOST = "127.0.0.1"
 
+log = logging.getLogger(__name__)
+
 
 class ClusterError(AvatarflowError):
     """A service process exited or did not become SERVING in time."""
 
     category = "unavailable"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff for restarting a replica that exited on its own: ``initial`` seconds doubling
+    (``factor``) to ``maximum``; back to ``initial`` once a process stayed up ``reset_after``."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    factor: float = 2.0
+    reset_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum or self.factor < 1 or self.reset_after <= 0:
+            raise ValueError(f"invalid restart policy {self}")
+
+
+@dataclass(frozen=True)
+class RestartEvent:
+    """A replica exited on its own and will be started again after ``delay`` seconds."""
+
+    service: str
+    replica: int
+    code: int  # the exit status; -N for signal N
+    delay: float
+    restarts: int  # the replica's restarts so far, this one included
+    log_tail: str  # the end of its log file when it exited
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.replica}"
 
 
 @dataclass
@@ -44,7 +82,14 @@ class _Replica:
     metrics_port: int
     log_path: Path
     generation: int = 0
+    spawns: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Supervisor state: when the process started, consecutive quick failures (the backoff
+    # exponent), supervised restarts, and when a pending restart is due (None: none pending).
+    started_at: float = 0.0
+    failures: int = 0
+    restarts: int = 0
+    due: float | None = None
 
     @property
     def name(self) -> str:
@@ -52,7 +97,7 @@ class _Replica:
 
     @property
     def consumer(self) -> str:
-        """The Redis consumer name; a restarted process is a new consumer."""
+        """The Redis consumer name; ``restart()`` makes a new one, the supervisor keeps it."""
         return self.name if self.generation == 0 else f"{self.name}-r{self.generation}"
 
 
@@ -69,12 +114,16 @@ class LocalCluster:
         profile, weights_root: an engine profile (avatarflow.runtime.profiles) and its
             weights root for every service, as AVATARFLOW_PROFILE / AVATARFLOW_WEIGHTS_ROOT
             (``env`` still wins).
+        restart: restart replicas that exit on their own with this backoff (off when None;
+            ``stop()`` and ``restart()`` never count as exits).
+        on_restart: called from the supervisor thread for each restart it schedules.
     """
 
     def __init__(self, *, replicas: dict[str, int] | None = None, redis_url: str | None = None,
                  env: dict[str, str] | None = None, log_dir: str | Path | None = None,
                  gateway_port: int | None = None, profile: str | None = None,
-                 weights_root: str | Path | None = None) -> None:
+                 weights_root: str | Path | None = None, restart: RestartPolicy | None = None,
+                 on_restart: Callable[[RestartEvent], None] | None = None) -> None:
         unknown = set(replicas or {}) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
@@ -88,6 +137,11 @@ class LocalCluster:
         self._redis: RedisServer | None = None
         self._replicas: dict[tuple[str, int], _Replica] = {}
         self._started = False
+        self._policy = restart
+        self._on_restart = on_restart
+        self._lock = threading.RLock()  # the replicas' processes, against the supervisor
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         taken = {gateway_port} if gateway_port else set()
         for service in SERVICES:
             count = (replicas or {}).get(service, 1)
@@ -136,6 +190,10 @@ class LocalCluster:
     def log_path(self, service: str, replica: int = 0) -> Path:
         return self._get(service, replica).log_path
 
+    def restarts(self, service: str, replica: int = 0) -> int:
+        """How many times the supervisor restarted the replica."""
+        return self._get(service, replica).restarts
+
     def log_tail(self, service: str, replica: int = 0, n: int = 40) -> str:
         return tail(self.log_path(service, replica), n)
 
@@ -162,6 +220,7 @@ class LocalCluster:
         if self._started:
             raise ClusterError("the cluster is already started")
         self._started = True
+        self._stopping.clear()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self._redis_url is None:
@@ -179,18 +238,25 @@ class LocalCluster:
         except BaseException:
             self.stop(grace=2)
             raise
+        if self._policy is not None:
+            self._supervisor = threading.Thread(target=self._supervise, name="cluster-supervisor",
+                                                daemon=True)
+            self._supervisor.start()
         return self
 
     def _spawn(self, r: _Replica) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         cmd = self.command_for(r.service, r.index)
-        with r.log_path.open("w" if r.generation == 0 else "a") as log:
+        with r.log_path.open("w" if r.spawns == 0 else "a") as log:
             log.write(f"=== {r.name} (consumer {r.consumer}): {' '.join(cmd)}\n")
             log.flush()
             # A new session: a terminal's Ctrl-C reaches only the owner, which then drains
             # the services in order.
             r.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        r.spawns += 1
+        r.started_at = time.monotonic()
+        r.due = None
 
     def _wait_serving(self, pending: list[_Replica], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -236,10 +302,11 @@ class LocalCluster:
                 timeout: float = 90.0) -> None:
         """Starts a fresh process (a new consumer, the same port), stopping the old one first."""
         r = self._get(service, replica)
-        if r.proc is not None:
-            _terminate([r.proc], grace=10)
-        r.generation += 1
-        self._spawn(r)
+        with self._lock:
+            if r.proc is not None:
+                _terminate([r.proc], grace=10)
+            r.generation += 1
+            self._spawn(r)
         if wait:
             self._wait_serving([r], timeout)
 
@@ -247,12 +314,60 @@ class LocalCluster:
         """SIGTERM every service (gateway first) so it drains, SIGKILL what is left after
         ``grace`` seconds, then stop Redis. Idempotent."""
         atexit.unregister(self.stop)
+        with self._lock:  # no restart starts after this, none is half-way
+            self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         order = sorted(self._replicas.values(), key=lambda r: r.service != GATEWAY)
         _terminate([r.proc for r in order if r.proc is not None], grace)
         if self._redis is not None:
             self._redis.stop()
             self._redis, self._redis_url = None, None
         self._started = False
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Polls every replica; restarts those that exited, each when its backoff is due."""
+        assert self._policy is not None
+        while not self._stopping.wait(0.05):
+            for r in self._replicas.values():
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    event = self._check(r, self._policy)
+                if event is not None:
+                    self._report(event)
+
+    def _check(self, r: _Replica, policy: RestartPolicy) -> RestartEvent | None:
+        """Schedules a restart of an exited replica, or starts one that is due."""
+        now = time.monotonic()
+        if r.due is not None:
+            if now >= r.due:
+                with r.log_path.open("a") as f:
+                    f.write(f"=== restart {r.restarts} of {r.name} (consumer {r.consumer})\n")
+                self._spawn(r)
+            return None
+        code = None if r.proc is None else r.proc.poll()
+        if code is None:
+            return None
+        if now - r.started_at >= policy.reset_after:
+            r.failures = 0
+        delay = min(policy.maximum, policy.initial * policy.factor ** r.failures)
+        r.failures += 1
+        r.restarts += 1
+        r.due = now + delay
+        return RestartEvent(r.service, r.index, code, delay, r.restarts, tail(r.log_path, 20))
+
+    def _report(self, event: RestartEvent) -> None:
+        log.warning("%s exited with code %d; restart %d in %.2g s; its log ends:\n%s",
+                    event.name, event.code, event.restarts, event.delay, event.log_tail)
+        if self._on_restart is not None:
+            try:
+                self._on_restart(event)
+            except Exception:  # a reporting bug must not end supervision
+                log.exception("on_restart failed for %s", event.name)
 
     def __enter__(self) -> LocalCluster:
         return self if self._started else self.start()

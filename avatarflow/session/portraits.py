@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from typing import Protocol
 
 from avatarflow.avatars.registry import AvatarRegistry, image_key
 from avatarflow.avatars.store import Avatar, AvatarStore, avatar_key
-from avatarflow.contracts.errors import NotFound
+from avatarflow.contracts.errors import InvalidInput, NotFound, shown
 from avatarflow.contracts.images import decode_image
 from avatarflow.contracts.v1 import api_pb2
 
@@ -34,9 +35,21 @@ class Analyser(Protocol):
                        height: int) -> Avatar: ...
 
 
+AVATAR_ID_FORMAT = '"av-" and 32 lowercase hex digits'
+AVATAR_ID = re.compile(r"av-[0-9a-f]{32}")
+
+
 def avatar_id_for(image: bytes) -> str:
     """The id names the portrait, whatever the format: the same upload, the same id."""
     return "av-" + hashlib.sha256(image).hexdigest()[:32]
+
+
+def check_avatar_id(avatar_id: str) -> None:
+    """InvalidInput unless ``avatar_id`` has the form RegisterAvatar gives: the public API
+    checks it before any lookup, so no store key is made from a caller's arbitrary string."""
+    if not AVATAR_ID.fullmatch(avatar_id):
+        raise InvalidInput(f"malformed avatar id {shown(avatar_id)}: an avatar id is "
+                           f"{AVATAR_ID_FORMAT}, as RegisterAvatar returns it")
 
 
 class AvatarPath:
@@ -57,7 +70,7 @@ class AvatarPath:
         if await asyncio.to_thread(self.registry.touch, key):
             return avatar_id  # analysed before; its lease is renewed
         if not await asyncio.to_thread(self.registry.touch, image_key(avatar_id)):
-            raise NotFound(f"unknown avatar id {avatar_id!r}: register the portrait with "
+            raise NotFound(f"unknown avatar id {shown(avatar_id)}: register the portrait with "
                            "RegisterAvatar (registrations expire after "
                            f"{self.registry.ttl_s:g} s unused)")
         # Sessions that ask for the same new analysis at once share one call.
@@ -83,7 +96,7 @@ class LocalPortraits:
             return
         image = await asyncio.to_thread(self.registry.load_image, avatar_id)
         if image is None:
-            raise NotFound(f"unknown avatar id {avatar_id!r} (expired or never registered)")
+            raise NotFound(f"unknown avatar id {shown(avatar_id)} (expired or never registered)")
         async with self._lock:
             await asyncio.to_thread(self.renderer.prepare_avatar, image, avatar_id, output.mode,
                                     output.width, output.height)

@@ -106,9 +106,10 @@ def test_oversized_message(cluster) -> None:
 
 
 def test_unknown_avatar_id(cluster) -> None:
-    err = _run(cluster.gateway_target, lambda c: _first_error(c, _cfg(avatar_id="av-nope")))
+    unknown = "av-" + "0" * 32  # well formed (a malformed id is INVALID_ARGUMENT)
+    err = _run(cluster.gateway_target, lambda c: _first_error(c, _cfg(avatar_id=unknown)))
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert "av-nope" in err.details() and "RegisterAvatar" in err.details()
+    assert unknown in err.details() and "RegisterAvatar" in err.details()
 
 
 def test_controls_out_of_range(cluster, avatar_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -27,7 +28,8 @@ async def main(argv: list[str]) -> int:
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # grpc starts SERVING
     await server.start()
-    print(f"{args.service} serving as {args.consumer} renderer={args.renderer}", flush=True)
+    print(f"{args.service} serving as {args.consumer} renderer={args.renderer} "
+          f"pid={os.getpid()}", flush=True)
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

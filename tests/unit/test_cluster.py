@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from avatarflow.dev.cluster import SERVICES, ClusterError, LocalCluster
+from avatarflow.dev.cluster import (
+    SERVICES,
+    ClusterError,
+    LocalCluster,
+    RestartEvent,
+    RestartPolicy,
+)
 from avatarflow.dev.net import serving
 from tests.support import fake_service
 
@@ -103,3 +109,83 @@ def test_start_kill_restart_stop(tmp_path: Path, monkeypatch) -> None:
             assert cluster.returncode(s, i) == 0, cluster.log_tail(s, i)
     assert "draining" in cluster.log_tail("gateway")
     assert _children() <= before
+
+
+def _wait(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_supervisor_restarts_a_killed_replica_as_the_same_consumer(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    before = _children()
+    events: list[RestartEvent] = []
+    cluster = LocalCluster(log_dir=tmp_path, replicas={"motion-gen": 2},
+                           restart=RestartPolicy(initial=0.05), on_restart=events.append)
+    _fake(cluster, monkeypatch)
+    with cluster.start(timeout=60):
+        port, pid = cluster.target("motion-gen", 1), cluster.pid("motion-gen", 1)
+        cluster.kill("motion-gen", 1)
+        _wait(lambda: cluster.pid("motion-gen", 1) != pid and serving(port), "the restart")
+        assert cluster.target("motion-gen", 1) == port
+        assert cluster.consumer("motion-gen", 1) == "motion-gen-1"
+        assert cluster.restarts("motion-gen", 1) == 1 and cluster.restarts("motion-gen", 0) == 0
+        assert [(e.name, e.code, e.restarts) for e in events] == [
+            ("motion-gen-1", -signal.SIGKILL, 1)]
+        assert "serving as motion-gen-1 " in events[0].log_tail  # the tail of the dead process
+        log = cluster.log_path("motion-gen", 1).read_text()
+        assert log.count("serving as motion-gen-1 ") == 2 and "=== restart 1 of" in log
+    for s in SERVICES:  # a clean stop is not an exit to restart: everything drained, once
+        for i in range(cluster.replicas(s)):
+            assert cluster.returncode(s, i) == 0, cluster.log_tail(s, i)
+    assert len(events) == 1 and _children() <= before
+
+
+def test_supervisor_backs_off_in_a_crash_loop_and_resets(tmp_path: Path, monkeypatch) -> None:
+    events: list[RestartEvent] = []
+    policy = RestartPolicy(initial=0.02, maximum=0.16, reset_after=1.0)
+    cluster = LocalCluster(log_dir=tmp_path, restart=policy, on_restart=events.append)
+    _fake(cluster, monkeypatch)
+    with cluster.start(timeout=60):
+        fake = cluster.command_for
+        crash = [sys.executable, "-c", "import sys; print('boom: bad weights'); sys.exit(3)"]
+        monkeypatch.setattr(cluster, "command_for",
+                            lambda s, i=0: crash if s == "refiner" else fake(s, i))
+        cluster.kill("refiner")
+        _wait(lambda: len(events) >= 6, "six restarts")
+        monkeypatch.setattr(cluster, "command_for", fake)  # the weights are fixed
+        delays = [e.delay for e in events[:6]]
+        assert delays == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.16, 0.16])
+        assert [e.code for e in events[:6]] == [-signal.SIGKILL, 3, 3, 3, 3, 3]
+        assert "boom: bad weights" in events[1].log_tail
+        _wait(lambda: serving(cluster.target("refiner")), "the fixed refiner")
+        n = len(events)
+        time.sleep(policy.reset_after + 0.2)  # up for long enough: the backoff resets
+        cluster.kill("refiner")
+        _wait(lambda: len(events) > n, "the next restart")
+        assert events[n].delay == pytest.approx(policy.initial)
+        assert events[n].restarts == n + 1
+
+
+def test_stop_during_backoff_does_not_restart(tmp_path: Path, monkeypatch) -> None:
+    before = _children()
+    events: list[RestartEvent] = []
+    cluster = LocalCluster(log_dir=tmp_path, restart=RestartPolicy(initial=30, maximum=30),
+                           on_restart=events.append)
+    _fake(cluster, monkeypatch)
+    cluster.start(timeout=60)
+    pid = cluster.pid("renderer")
+    cluster.kill("renderer")
+    _wait(lambda: len(events) == 1, "the exit to be seen")
+    cluster.stop()
+    assert cluster.pid("renderer") == pid and cluster.returncode("renderer") == -signal.SIGKILL
+    assert cluster.restarts("renderer") == 1 and len(events) == 1
+    assert cluster.log_path("renderer").read_text().count("serving as") == 1
+    assert _children() <= before
+
+
+def test_restart_policy_is_validated() -> None:
+    with pytest.raises(ValueError, match="invalid restart policy"):
+        RestartPolicy(initial=5, maximum=1)

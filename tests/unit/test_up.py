@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,40 @@ def test_replicas_are_validated() -> None:
         parse_replicas(["renderer"])
     with pytest.raises(InvalidInput, match="at least 1"):
         parse_replicas(["renderer=0"])
+
+
+def test_up_restarts_a_service_that_dies(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "--port", str(port), "--log-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=Path(__file__).parents[2])
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C") or proc.poll() is not None:
+                break
+        log = tmp_path / "refiner-0.log"
+        pid = int(re.search(r"pid=(\d+)", log.read_text()).group(1))
+        os.kill(pid, signal.SIGKILL)
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("restarting") or proc.poll() is not None:
+                break
+        text = "".join(lines)
+        assert re.search(r"^restarting refiner-0 in 0\.5 s \(restart 1\): exited with code -9; "
+                         r"last log line: refiner serving as refiner-0 ", text, re.M), text
+        deadline = time.monotonic() + 30
+        while log.read_text().count("serving as refiner-0 ") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, text + rest
+    assert "restarting" not in rest and rest.rstrip().endswith("stopped")
+    assert log.read_text().count("draining") == 1  # the restarted process drained on stop

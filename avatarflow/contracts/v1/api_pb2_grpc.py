@@ -7,6 +7,21 @@ from avatarflow.contracts.v1 import api_pb2 as avatarflow_dot_v1_dot_api__pb2
 
 class AvatarsStub(object):
     """The public API, served by the gateway.
+
+    Contract (each violation ends the call with one status code, and a message that says what
+    is wrong; strings the client sent are quoted cut to 64 characters):
+    - Bytes that do not decode as the request type (bad wire format, a string field that is not
+    UTF-8), as RegisterAvatar's request or as any Session message: INVALID_ARGUMENT.
+    - A Session whose first message is not a SessionConfig, a second SessionConfig, an empty
+    SessionRequest, an unsupported sample_rate (0 included) or encoding, an odd number of
+    PCM16 bytes, a malformed avatar id, a bad image, an unknown output mode, an output size or
+    fps it does not serve, a style reference tensor of the wrong shape or dtype:
+    INVALID_ARGUMENT.
+    - A Controls value (intensity, amplitude, emotion, seed) or a style reference's length, fps
+    or values outside their ranges: OUT_OF_RANGE.
+    - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
+    - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
+    - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
     """
 
     def __init__(self, channel):
@@ -29,12 +44,29 @@ class AvatarsStub(object):
 
 class AvatarsServicer(object):
     """The public API, served by the gateway.
+
+    Contract (each violation ends the call with one status code, and a message that says what
+    is wrong; strings the client sent are quoted cut to 64 characters):
+    - Bytes that do not decode as the request type (bad wire format, a string field that is not
+    UTF-8), as RegisterAvatar's request or as any Session message: INVALID_ARGUMENT.
+    - A Session whose first message is not a SessionConfig, a second SessionConfig, an empty
+    SessionRequest, an unsupported sample_rate (0 included) or encoding, an odd number of
+    PCM16 bytes, a malformed avatar id, a bad image, an unknown output mode, an output size or
+    fps it does not serve, a style reference tensor of the wrong shape or dtype:
+    INVALID_ARGUMENT.
+    - A Controls value (intensity, amplitude, emotion, seed) or a style reference's length, fps
+    or values outside their ranges: OUT_OF_RANGE.
+    - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
+    - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
+    - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
     """
 
     def RegisterAvatar(self, request, context):
         """Uploads a portrait once and analyses it for one output format. The analysis is cached
-        (with a TTL) under the returned avatar id, which is derived from the image bytes: the
-        same image always gets the same id.
+        (with a TTL) under the returned avatar id, which is derived from the image bytes only: the
+        same image always gets the same id, whatever the format. Registering it again for another
+        format adds that format's analysis under the same id; a session uses the analysis of the
+        format its own SessionConfig.output asks for (made then if missing), never another's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -44,6 +76,9 @@ class AvatarsServicer(object):
         """One talking-avatar session. The client sends a SessionConfig first, then audio, controls,
         interrupts and finally EndAudio. The server answers SessionStarted, then video frames
         (each with its share of the audio) and events, then SessionEnded, and closes with OK.
+        A half-close (the client ends its side of the stream) without EndAudio means the same as
+        EndAudio: the audio sent so far is finished and the session ends normally. A client that
+        cancels the call instead drops the session at once.
         Errors close the stream with a status whose message says what is wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -72,6 +107,21 @@ def add_AvatarsServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Avatars(object):
     """The public API, served by the gateway.
+
+    Contract (each violation ends the call with one status code, and a message that says what
+    is wrong; strings the client sent are quoted cut to 64 characters):
+    - Bytes that do not decode as the request type (bad wire format, a string field that is not
+    UTF-8), as RegisterAvatar's request or as any Session message: INVALID_ARGUMENT.
+    - A Session whose first message is not a SessionConfig, a second SessionConfig, an empty
+    SessionRequest, an unsupported sample_rate (0 included) or encoding, an odd number of
+    PCM16 bytes, a malformed avatar id, a bad image, an unknown output mode, an output size or
+    fps it does not serve, a style reference tensor of the wrong shape or dtype:
+    INVALID_ARGUMENT.
+    - A Controls value (intensity, amplitude, emotion, seed) or a style reference's length, fps
+    or values outside their ranges: OUT_OF_RANGE.
+    - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
+    - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
+    - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
     """
 
     @staticmethod

@@ -11,6 +11,7 @@ from avatarflow.contracts.errors import InvalidInput
 from avatarflow.contracts.limits import MAX_CHUNK_S, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from avatarflow.contracts.output import resolve_output
 from avatarflow.contracts.v1 import api_pb2
+from avatarflow.session.portraits import check_avatar_id
 from avatarflow.session.spec import SessionSpec
 
 MIN_RATE, MAX_RATE = MIN_SAMPLE_RATE, MAX_SAMPLE_RATE
@@ -36,6 +37,8 @@ def parse_config(c: api_pb2.SessionConfig) -> SessionSpec:
             which == "image" and not c.image):
         raise InvalidInput("the session config needs a portrait: an avatar_id from "
                            "RegisterAvatar or an inline image")
+    if which == "avatar_id":
+        check_avatar_id(c.avatar_id)
     return SessionSpec(sample_rate=c.sample_rate, mode=mode, width=width, height=height,
                        fps=fps, encoding=ENCODINGS[c.encoding], controls=controls,
                        avatar_id=c.avatar_id if which == "avatar_id" else "",

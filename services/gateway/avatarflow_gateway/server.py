@@ -8,7 +8,7 @@ import grpc
 
 from avatarflow.bus.avatars import RedisAvatarRegistry
 from avatarflow.bus.streams import RedisBus
-from avatarflow.contracts.v1 import api_pb2_grpc, internal_pb2_grpc
+from avatarflow.contracts.v1 import internal_pb2_grpc
 from avatarflow.runtime.service import ServiceRuntime
 from avatarflow.runtime.settings import Settings
 from avatarflow.runtime.stage_service import REDIS_WAIT_S
@@ -16,6 +16,7 @@ from avatarflow.session import AvatarPath, FrontSettings, SessionFront
 from avatarflow.telemetry import metrics
 from avatarflow_gateway.portraits import RendererPortraits
 from avatarflow_gateway.servicer import AvatarsServicer
+from avatarflow_gateway.wire import add_avatars_to_server
 
 
 def renderer_channel_target(target: str) -> str:
@@ -38,7 +39,7 @@ async def serve(settings: Settings) -> None:
     metrics.track_sessions("gateway", lambda: len(front.sessions))
     metrics.GATEWAY_FPS.set_function(front.mean_fps)
     runtime = ServiceRuntime(settings)
-    runtime.add(api_pb2_grpc.add_AvatarsServicer_to_server, AvatarsServicer(front),
+    runtime.add(add_avatars_to_server, AvatarsServicer(front),
                 "avatarflow.v1.Avatars")
 
     async def warm_up() -> None:

@@ -17,15 +17,19 @@ from avatarflow.session import LiveSession, SessionFront
 from avatarflow.telemetry import tracing
 from avatarflow_gateway import responses
 from avatarflow_gateway.config import parse_config, pcm_from_bytes
+from avatarflow_gateway.wire import Undecodable, checked
+
+Requests = AsyncIterator[api_pb2.SessionRequest | Undecodable]
 
 
 class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
     def __init__(self, front: SessionFront) -> None:
         self.front = front
 
-    async def RegisterAvatar(self, request: api_pb2.RegisterAvatarRequest,
+    async def RegisterAvatar(self, request: api_pb2.RegisterAvatarRequest | Undecodable,
                              context: grpc.aio.ServicerContext) -> api_pb2.RegisterAvatarResponse:
         try:
+            request = checked(request)
             o = request.output
             mode, width, height, fps = resolve_output(o.mode, o.width, o.height, o.fps)
             output = api_pb2.OutputFormat(mode=mode, width=width, height=height, fps=fps)
@@ -35,7 +39,7 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
         return api_pb2.RegisterAvatarResponse(
             avatar_id=avatar_id, output=output, ttl_s=int(self.front.avatars.registry.ttl_s))
 
-    async def Session(self, request_iterator: AsyncIterator[api_pb2.SessionRequest],
+    async def Session(self, request_iterator: Requests,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.SessionResponse]:
         session: LiveSession | None = None
         try:
@@ -54,9 +58,10 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
                 self.front.release(session)
 
 
-async def _first_config(requests: AsyncIterator[api_pb2.SessionRequest]
-                        ) -> api_pb2.SessionConfig:
+async def _first_config(requests: Requests) -> api_pb2.SessionConfig:
     first = await anext(aiter(requests), None)
+    if first is not None:
+        first = checked(first)
     kind = None if first is None else first.WhichOneof("kind")
     if first is None or kind != "config":
         raise InvalidInput(f"the first message of a session must be a SessionConfig, got "
@@ -64,10 +69,11 @@ async def _first_config(requests: AsyncIterator[api_pb2.SessionRequest]
     return first.config
 
 
-async def _read(s: LiveSession, requests: AsyncIterator[api_pb2.SessionRequest]) -> None:
+async def _read(s: LiveSession, requests: Requests) -> None:
     """The client's messages, in order, as calls on the session."""
     try:
-        async for r in requests:
+        async for request in requests:
+            r = checked(request)
             kind = r.WhichOneof("kind")
             if kind == "audio":
                 await s.send_audio(pcm_from_bytes(r.audio.pcm16, s.rate))

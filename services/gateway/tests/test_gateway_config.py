@@ -11,7 +11,7 @@ from avatarflow_gateway.config import parse_config, pcm_from_bytes
 
 def _cfg(**kw) -> api_pb2.SessionConfig:
     kw.setdefault("sample_rate", 16000)
-    kw.setdefault("avatar_id", "av-1")
+    kw.setdefault("avatar_id", "av-" + "1" * 32)
     return api_pb2.SessionConfig(**kw)
 
 
@@ -101,3 +101,41 @@ def test_bad_style_references_get_their_grpc_status() -> None:
         with pytest.raises((InvalidInput, OutOfRange)) as info:
             parse_config(_cfg(style=style))
         assert code_for(info.value.category) == code
+
+
+@pytest.mark.parametrize("avatar_id", ["av-nope", "AV-" + "0" * 32, "av-" + "g" * 32,
+                                       "av-" + "0" * 33, "../" + "0" * 32])
+def test_a_malformed_avatar_id_is_rejected_naming_the_format(avatar_id: str) -> None:
+    with pytest.raises(InvalidInput, match=r'malformed avatar id .*"av-" and 32 lowercase hex'):
+        parse_config(_cfg(avatar_id=avatar_id))
+
+
+def test_a_long_string_is_cut_where_an_error_quotes_it() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_config(_cfg(avatar_id="x" * 10_000))
+    assert len(info.value.message) < 300 and "(10000 chars)" in info.value.message
+    with pytest.raises(OutOfRange) as out:
+        parse_config(_cfg(controls=pipeline_pb2.Controls(
+            expression_intensity=1, pose_amplitude=1, emotion="e" * 10_000)))
+    assert len(out.value.message) < 300 and "..." in out.value.message
+
+
+def test_undecodable_bytes_become_a_request_the_servicer_rejects() -> None:
+    from avatarflow_gateway.wire import checked, parser
+
+    parse = parser(api_pb2.SessionRequest)
+    good = api_pb2.SessionRequest(end=api_pb2.EndAudio())
+    assert checked(parse(good.SerializeToString())) == good
+    with pytest.raises(InvalidInput, match="could not be decoded as avatarflow.v1.SessionRequest"):
+        checked(parse(b"\xff\xff\xff\xff"))
+
+
+def test_a_set_controls_message_is_taken_as_sent_zeros_included() -> None:
+    spec = parse_config(_cfg(controls=pipeline_pb2.Controls()))
+    c = spec.controls
+    assert (c.expression_intensity, c.pose_amplitude, c.emotion, c.seed) == (0, 0, "neutral", 0)
+
+
+def test_sample_rate_zero_is_rejected() -> None:
+    with pytest.raises(InvalidInput, match="sample rate 0 Hz"):
+        parse_config(_cfg(sample_rate=0))

@@ -32,20 +32,30 @@ sys.exit(up.run(p.parse_args(sys.argv[1:])))
 """
 
 
+def _up(tmp_path: Path, port: int, *args: str,
+        stderr: int = subprocess.STDOUT) -> subprocess.Popen[str]:
+    """`avatarflow up` on the stand-in services, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "--port", str(port), "--log-dir", str(tmp_path), *args],
+        stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=Path(__file__).parents[2])
+
+
+def _read_until(proc: subprocess.Popen[str], lines: list[str], prefix: str) -> None:
+    """Collects output lines until one starts with ``prefix`` or the process ends."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix) or proc.poll() is not None:
+            return
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_up_serves_until_a_signal_then_drains(tmp_path: Path, sig: int) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, "--port", str(port), "--log-dir", str(tmp_path),
-         "--replicas", "renderer=2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=Path(__file__).parents[2])
-    lines = []
+    proc = _up(tmp_path, port, "--replicas", "renderer=2")
+    lines: list[str] = []
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C") or proc.poll() is not None:
-                break
+        _read_until(proc, lines, "Ctrl-C")
         text = "".join(lines)
         row = rf"^  gateway +127\.0\.0\.1:{port}  metrics http://127\.0\.0\.1:\d+/metrics$"
         assert re.search(row, text, re.M), text
@@ -75,23 +85,14 @@ def test_replicas_are_validated() -> None:
 
 def test_up_restarts_a_service_that_dies(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, "--port", str(port), "--log-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        cwd=Path(__file__).parents[2])
-    lines = []
+    proc = _up(tmp_path, port, stderr=subprocess.DEVNULL)
+    lines: list[str] = []
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C") or proc.poll() is not None:
-                break
+        _read_until(proc, lines, "Ctrl-C")
         log = tmp_path / "refiner-0.log"
         pid = int(re.search(r"pid=(\d+)", log.read_text()).group(1))
         os.kill(pid, signal.SIGKILL)
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("restarting") or proc.poll() is not None:
-                break
+        _read_until(proc, lines, "restarting")
         text = "".join(lines)
         assert re.search(r"^restarting refiner-0 in 0\.5 s \(restart 1\): exited with code -9; "
                          r"last log line: refiner serving as refiner-0 ", text, re.M), text

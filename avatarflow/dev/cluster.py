@@ -128,7 +128,9 @@ class LocalCluster:
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
-        self.env = {}
+        # A local deployment listens on loopback only and so needs no API keys; ``env``
+        # can ask for them (AVATARFLOW_AUTH=required plus a keys file).
+        self.env = {"AVATARFLOW_LISTEN_HOST": HOST, "AVATARFLOW_AUTH": "off"}
         if profile:
             profiles.validate(profile, weights_root or "")  # before any process starts
             self.env.update(profiles.environment(profile, weights_root or ""))

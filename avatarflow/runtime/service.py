@@ -51,7 +51,7 @@ class ServiceRuntime:
         if self.settings.metrics_http_port is not None:
             metrics.serve(self.settings.metrics_http_port)
         tracing.configure(self.settings.service)
-        address = f"[::]:{self.settings.grpc_port}"
+        address = f"{self.settings.listen_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(address)
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()

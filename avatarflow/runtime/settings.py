@@ -33,6 +33,7 @@ DEFAULT_PORTS = {s.name: s.port for s in registry.SERVICES}
 class Settings:
     service: str
     port: int = 0  # gRPC port; 0 = the service's default
+    listen_host: str = "[::]"  # address the gRPC port binds ("127.0.0.1": this host only)
     metrics_port: int = 0  # Prometheus /metrics port; 0 = the gRPC port + 1000, -1 = off
     redis_url: str = "redis://127.0.0.1:6379/0"
     engine: str = ""  # stage engine; empty = the default engine
@@ -64,6 +65,38 @@ class Settings:
     renderer_target: str = f"127.0.0.1:{registry.service('renderer').port}"
     grace_s: float = 5.0  # drain time on SIGTERM
     threads: int = 1  # worker threads for a stage's engine (numpy/cv2)
+    # -- the bus's Redis: a password (AUTH) and, with a rediss:// URL, the CA that signed the
+    # server's certificate plus an optional client certificate and key (Redis mTLS).
+    redis_password: str = ""
+    redis_tls_ca: str = ""
+    redis_tls_cert: str = ""
+    redis_tls_key: str = ""
+    # -- the gateway's exposure (avatarflow_gateway) -------------------------------------
+    # API keys: "required" (default) refuses to start without a keys file; "off" serves
+    # anyone who can reach the port (the local `avatarflow up` on loopback).
+    auth: str = "required"
+    api_keys_file: str = ""  # tenants and their hashed keys (YAML), reloaded when it changes
+    keys_reload_s: float = 5.0  # how often the keys and certificate files are checked
+    # TLS on the public port: certificate chain and key (PEM), reloaded when they change;
+    # a client CA makes it mutual TLS (clients must present a certificate it signed).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Admission: sessions one gateway runs at once (it reports NOT_SERVING when full), and the
+    # defaults of the per-tenant quotas a keys file can override per tenant.
+    max_sessions: int = 64
+    tenant_max_sessions: int = 16
+    tenant_max_avatars: int = 1000
+    register_per_minute: float = 60.0  # RegisterAvatar calls per tenant (token bucket)
+    # Slow clients: frames waiting longer than max_lag_ms to be sent are dropped; at most
+    # out_frames / out_mb wait per session; a client that has taken no frame for evict_s
+    # while frames wait is ended; a session without audio from its client for idle_s ends
+    # (0 = never).
+    max_lag_ms: float = 500.0
+    out_frames: int = 30
+    out_mb: float = 16.0
+    evict_s: float = 5.0
+    idle_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.service not in SERVICES:
@@ -80,6 +113,17 @@ class Settings:
             "grace_s": self.grace_s >= 0,
             "threads": self.threads >= 1,
             "redis_url": self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "auth": self.auth in ("required", "off"),
+            "keys_reload_s": self.keys_reload_s > 0,
+            "tls_key": bool(self.tls_cert) == bool(self.tls_key),
+            "tls_client_ca": not self.tls_client_ca or bool(self.tls_cert),
+            "redis_tls_key": bool(self.redis_tls_cert) == bool(self.redis_tls_key),
+            "max_sessions": self.max_sessions >= 1,
+            "tenant_max_sessions": self.tenant_max_sessions >= 1,
+            "tenant_max_avatars": self.tenant_max_avatars >= 1,
+            "register_per_minute": self.register_per_minute > 0,
+            "max_lag_ms": self.max_lag_ms > 0, "out_frames": self.out_frames >= 1,
+            "out_mb": self.out_mb > 0, "evict_s": self.evict_s > 0, "idle_s": self.idle_s >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -40,7 +40,8 @@ class SessionFront:
     async def open(self, spec: SessionSpec, traceparent: str = "") -> LiveSession:
         """Makes sure the avatar is analysed, then starts the session on every stage. Raises
         AvatarflowError (unknown avatar, a portrait the renderer rejects ...)."""
-        avatar_id = await self.avatars.ensure(spec.image, spec.avatar_id, spec.output())
+        avatar_id = await self.avatars.ensure(spec.image, spec.avatar_id, spec.output(),
+                                               spec.tenant)
         s = LiveSession(uuid.uuid4().hex, spec, avatar_id, self.bus, self.settings, traceparent)
         self.sessions[s.sid] = s
         try:

@@ -59,7 +59,8 @@ class AvatarPath:
         self.registry, self.portraits = registry, portraits
         self._preparing: dict[str, asyncio.Future[None]] = {}
 
-    async def ensure(self, image: bytes, avatar_id: str, output: api_pb2.OutputFormat) -> str:
+    async def ensure(self, image: bytes, avatar_id: str, output: api_pb2.OutputFormat,
+                     tenant: str = "") -> str:
         """Stores an uploaded ``image`` (else uses the registered ``avatar_id``) and has it
         analysed for ``output`` unless that analysis is leased already. Returns the id."""
         if image:

@@ -26,6 +26,7 @@ class SessionSpec:
     avatar_id: str
     image: bytes
     style: styles.StyleReference | None = None
+    tenant: str = ""  # who opened it (the gateway's API key's tenant; "" without keys)
 
     def output(self) -> api_pb2.OutputFormat:
         return api_pb2.OutputFormat(mode=self.mode, width=self.width, height=self.height,

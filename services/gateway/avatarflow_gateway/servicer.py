@@ -15,7 +15,7 @@ from avatarflow.contracts.v1 import api_pb2, api_pb2_grpc
 from avatarflow.runtime.tasks import TaskGroup
 from avatarflow.session import LiveSession, SessionFront
 from avatarflow.telemetry import tracing
-from avatarflow_gateway import responses
+from avatarflow_gateway import outbound, responses
 from avatarflow_gateway.config import parse_config, pcm_from_bytes
 from avatarflow_gateway.wire import Undecodable, checked
 
@@ -40,17 +40,16 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
             avatar_id=avatar_id, output=output, ttl_s=int(self.front.avatars.registry.ttl_s))
 
     async def Session(self, request_iterator: Requests,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[api_pb2.SessionResponse]:
+                      context: grpc.aio.ServicerContext) -> None:
         session: LiveSession | None = None
         try:
             spec = parse_config(await _first_config(request_iterator))
             session = await self.front.open(
                 spec, tracing.from_metadata(context.invocation_metadata()))
-            yield responses.started(session.started)
+            await context.write(responses.started(session.started))
             async with TaskGroup(f"session-{session.sid}") as tasks:
                 tasks.spawn(_read(session, request_iterator), "read")
-                async for event in session.events():
-                    yield responses.response(event, spec.encoding)
+                await outbound.send_events(context, session, spec.encoding)
         except AvatarflowError as exc:
             await abort(context, exc)
         finally:

@@ -61,6 +61,35 @@ class Unavailable(AvatarflowError):
     retryable = True
 
 
+class Unauthenticated(AvatarflowError):
+    """The caller did not prove who it is (no API key, or a key no tenant holds)."""
+
+    category = "unauthenticated"
+
+
+class PermissionDenied(AvatarflowError):
+    """The caller is known but may not use this thing (another tenant's avatar)."""
+
+    category = "permission_denied"
+
+
+class ResourceExhausted(AvatarflowError):
+    """A limit is reached (a quota, a full gateway, a client too slow to keep up);
+    ``retry_after_s`` is when trying again may succeed (None: not by waiting)."""
+
+    category = "resource_exhausted"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retryable=retry_after_s is not None)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(AvatarflowError):
+    """Something did not happen in the time allowed (e.g. a session's idle limit)."""
+
+    category = "deadline_exceeded"
+
+
 class MissingExtra(AvatarflowError):
     """An optional dependency is not installed; the message names the extra to install."""
 
@@ -71,4 +100,6 @@ class MissingExtra(AvatarflowError):
 
 
 EXIT_CODES = {"invalid_argument": 2, "out_of_range": 2, "not_found": 3,
-              "failed_precondition": 4, "unavailable": 5, "internal": 1}
+              "failed_precondition": 4, "unavailable": 5, "unauthenticated": 6,
+              "permission_denied": 6, "resource_exhausted": 7, "deadline_exceeded": 8,
+              "internal": 1}

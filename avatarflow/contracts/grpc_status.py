@@ -12,6 +12,8 @@ CODES = {
     "out_of_range": grpc.StatusCode.OUT_OF_RANGE,
     "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
     "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "cancelled": grpc.StatusCode.CANCELLED,
@@ -31,6 +33,13 @@ def error_for(code: grpc.StatusCode, message: str) -> AvatarflowError:
     return err
 
 
+RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata: when trying again may succeed
+
+
 async def abort(context: grpc.aio.ServicerContext, exc: AvatarflowError) -> None:
-    """Ends the call with the error's status; raises (grpc's abort never returns)."""
-    await context.abort(code_for(exc.category), bounded(exc.message))
+    """Ends the call with the error's status and, for a limit that waiting can lift, the
+    retry hint in trailing metadata; raises (grpc's abort never returns)."""
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    trailing = () if retry_after_s is None else (
+        (RETRY_AFTER_KEY, str(max(1, round(retry_after_s * 1000)))),)
+    await context.abort(code_for(exc.category), bounded(exc.message), trailing)

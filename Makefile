@@ -39,6 +39,9 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.compare --base $(BENCH_BASE) --out bench/results
 	$(BIN)/python -m bench.run_embedded --out bench/results
 	$(BIN)/python -m bench.run_cluster --out bench/results
+	$(BIN)/python -m bench.run_takeover --out bench/results
+	$(BIN)/python -m bench.run_security --out bench/results
+	$(BIN)/python -m bench.run_gateway_memory --out bench/results
 	$(BIN)/python -m bench.run_neural --out bench/results
 	$(BIN)/python -m bench.triton_overhead --out bench/results
 	$(BIN)/python -m bench.run_motion --out bench/results

@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis
 
 from avatarflow.avatars.registry import image_key
-from avatarflow.bus import keys
+from avatarflow.bus import connect, keys
 from avatarflow.runtime.settings import Settings
 
 
@@ -16,7 +16,7 @@ class RedisAvatarRegistry:
     session front through ``asyncio.to_thread``)."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self.redis = client or redis.Redis.from_url(settings.redis_url)
+        self.redis = client or connect.sync_client(settings)
         self.ttl_s = settings.avatar_ttl_s
         self.ttl_ms = int(settings.avatar_ttl_s * 1000)
 

@@ -93,6 +93,11 @@ class Bus(ABC):
         """Sessions of ``topic`` this consumer owns (0 where the bus does not track owners)."""
         return 0
 
+    def lost_sessions(self) -> list[str]:
+        """Sessions another replica took from this consumer since the last call, found out
+        without a commit failing (the Redis bus, once a lapsed lease is renewed)."""
+        return []
+
     # -- a session's source (the session front) --------------------------------------------
 
     def attach(self, sid: str, topic: str) -> None:  # noqa: B027 - memory: nothing to track

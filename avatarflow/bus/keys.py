@@ -2,7 +2,8 @@
 
 Per session ``sid``:
   af:s:{sid}:<topic>      the session's data stream on a topic (audio ... frames); read by the
-                          topic's consumer group, in order
+                          topic's consumer group, in order; an entry is deleted once that
+                          group acknowledged it, so ``stream_maxlen`` only bounds a backlog
   af:s:{sid}:ctl          urgent control (interrupt, control change); every stage's group
                           reads it, ahead of its data
   af:own:<group>:{sid}    hash: owner (consumer name), join (entry id), state, turn
@@ -11,7 +12,8 @@ Per topic a stage consumes:
                           pending with the replica that owns the session until it ends, so a
                           dead replica's sessions are found (XPENDING) and claimed (XCLAIM)
 Per replica:
-  af:alive:<group>:<consumer>   refreshed every heartbeat; gone = the replica is dead
+  af:alive:<group>:<consumer>   the replica's lease, renewed every heartbeat; once it
+                                lapsed, TAKE lets another replica have its sessions
 Portraits:
   af:avatar:<avatar_id>:image and af:avatar:<avatar_id>/<mode>/<w>x<h>  (analysis)
 """
@@ -69,23 +71,54 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 's', ARGV[3])
 return 1
 """
 
-# Takes ownership of a session for a consumer and returns its saved state and turn, or
-# 'gone' when the session's data stream no longer exists (the join entry is then retired).
-# KEYS: own hash, data stream, join stream   ARGV: consumer, join id, group, ttl ms
-OWN = """
+# Takes a session for a consumer, atomically. Refused ('held') while another consumer owns it
+# and that owner's liveness key exists: a takeover needs the owner's lease to have lapsed, and
+# a replica restarted under the owner's name resumes its own sessions. Otherwise the consumer
+# becomes the owner, and the session's join entry plus every entry of its control and data
+# streams pending in the group (read by a previous owner, never committed) are claimed for it,
+# in order. Returns the saved state, the turn and those entries (control, then data); 'gone'
+# when the data stream no longer exists (the join entry is then retired). Entries deleted while
+# pending are acknowledged and left out (Redis 6 and 7 reply differently for them).
+# KEYS: own hash, data stream, join stream, ctl stream
+# ARGV: consumer, join id, group, ttl ms, liveness key prefix (af:alive:<group>:)
+TAKE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[3], ARGV[2])
   redis.call('DEL', KEYS[1])
   return 'gone'
 end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[5] .. owner) == 1 then
+  return 'held'
+end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'join', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'turn') or '0'}
+redis.call('XCLAIM', KEYS[3], ARGV[3], ARGV[1], 0, ARGV[2], 'JUSTID')
+local function claim(stream)
+  local out = {}
+  local pending = redis.pcall('XPENDING', stream, ARGV[3], '-', '+', 10000)
+  if type(pending) ~= 'table' or pending['err'] then return out end
+  for i = 1, #pending, 500 do
+    local ids, got = {}, {}
+    for j = i, math.min(i + 499, #pending) do ids[#ids + 1] = pending[j][1] end
+    for _, e in ipairs(redis.call('XCLAIM', stream, ARGV[3], ARGV[1], 0, unpack(ids))) do
+      if e then out[#out + 1] = e; got[e[1]] = true end
+    end
+    for _, id in ipairs(ids) do
+      if not got[id] then redis.call('XACK', stream, ARGV[3], id) end
+    end
+  end
+  return out
+end
+local ctl, data = claim(KEYS[4]), claim(KEYS[2])
+return {redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'turn') or '0',
+        ctl, data}
 """
 
-# Publishes a consumer's outputs, acknowledges its input and saves the session state, only if
-# the consumer still owns the session (fencing: a replica presumed dead cannot write).
+# Publishes a consumer's outputs, acknowledges its input (and deletes it from the session's
+# data stream) and saves the session state, only if the consumer still owns the session
+# (fencing: a replica presumed dead cannot write).
 # KEYS: own hash, ack stream, output stream, input join stream, output join stream, input data
 # stream. ARGV: consumer, group, entry id, state mode (k keep | s set | e end), state, ttl ms,
 # maxlen, output group, sid, n, session turn, then per output: tier, turn, publish time, message
@@ -104,7 +137,13 @@ for i = 0, n - 1 do
              'k', ARGV[b], 't', ARGV[b + 1], 'p', ARGV[b + 2], 'm', ARGV[b + 3])
 end
 if n > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
-if ARGV[3] ~= '' then redis.call('XACK', KEYS[2], ARGV[2], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+  -- A session's data stream has one reader, its topic's group: an entry it acknowledged is
+  -- done with, and deleting it keeps the stream as short as the work still to do. Never on
+  -- the control stream, which every stage's group reads.
+  if KEYS[2] == KEYS[6] then redis.call('XDEL', KEYS[2], ARGV[3]) end
+end
 if ARGV[4] == 'e' then
   local j = redis.call('HGET', KEYS[1], 'join')
   if j then

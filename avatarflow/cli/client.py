@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import grpc
 import numpy as np
 
 from avatarflow.cli.sink import VideoSink
-from avatarflow.client.api import AvatarClient, run_session
+from avatarflow.client.api import AvatarClient, TlsOptions, run_session
 from avatarflow.client.record import SessionRecord
 from avatarflow.contracts.controls import EMOTIONS
 from avatarflow.contracts.errors import EXIT_CODES, AvatarflowError, InvalidInput
+from avatarflow.contracts.grpc_status import RETRY_AFTER_KEY
 from avatarflow.contracts.limits import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from avatarflow.contracts.output import MODES
 from avatarflow.contracts.v1 import api_pb2, pipeline_pb2
@@ -44,6 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-realtime", action="store_true",
                    help="send the audio as fast as the gateway takes it")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds")
+    sec = p.add_argument_group("security (a gateway with TLS or API keys)")
+    sec.add_argument("--tls", action="store_true",
+                     help="connect with TLS (implied by --ca, --cert and --server-name)")
+    sec.add_argument("--ca", help="PEM file of the CA that signed the gateway's certificate "
+                     "(default: the system's trusted roots)")
+    sec.add_argument("--cert", help="client certificate chain (PEM) for mutual TLS, with --key")
+    sec.add_argument("--key", help="the client certificate's private key (PEM)")
+    sec.add_argument("--server-name",
+                     help="the name in the gateway's certificate, when --target's host differs")
+    sec.add_argument("--api-key", help="the tenant's API key; better set AVATARFLOW_API_KEY "
+                     "(a command line shows in ps)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,13 +66,45 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = _run(args)
     except grpc.aio.AioRpcError as exc:
-        print(f"avatarflow: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"avatarflow: error: {exc.code().name}: {exc.details()}{_hint(exc)}",
+              file=sys.stderr)
         return EXIT_CODES.get(CATEGORIES.get(exc.code(), "internal"), 1)
     except AvatarflowError as exc:
         print(f"avatarflow: error: {exc.message}", file=sys.stderr)
         return EXIT_CODES.get(exc.category, 1)
     _print_summary(summary)
     return 0
+
+
+def security(args: argparse.Namespace) -> tuple[TlsOptions | None, str]:
+    """The TLS options and the API key the flags and AVATARFLOW_API_KEY ask for."""
+    tls = None
+    if args.tls or args.ca or args.cert or args.key or args.server_name:
+        tls = TlsOptions(ca=args.ca or "", cert=args.cert or "", key=args.key or "",
+                         server_name=args.server_name or "")
+    api_key = (args.api_key or os.environ.get("AVATARFLOW_API_KEY", "")).strip()
+    host = args.target.rsplit(":", 1)[0].strip("[]")
+    if api_key and tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"warning: sending the API key to {args.target} without TLS: anyone on the "
+              "path can read it (use --tls)", file=sys.stderr)
+    return tls, api_key
+
+
+def _hint(exc: grpc.aio.AioRpcError) -> str:
+    """What to do about a refusal by the gateway's keys or limits."""
+    code = exc.code()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return ("\nthe gateway wants an API key of one of its tenants: set AVATARFLOW_API_KEY "
+                "(or pass --api-key)")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return ("\nthe key's tenant may not use this (an avatar of another tenant: register the "
+                "portrait with this key)")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry = next((value for key, value in exc.trailing_metadata() or ()
+                      if key == RETRY_AFTER_KEY), None)
+        if retry is not None:
+            return f"\na limit is reached: try again in {int(retry) / 1000:g} s"
+    return ""
 
 
 def parse_size(size: str | None) -> tuple[int, int]:
@@ -121,7 +166,8 @@ async def _session(args: argparse.Namespace, image: bytes, config: api_pb2.Sessi
     def on_started(started: api_pb2.SessionStarted) -> None:
         sinks.append(VideoSink(out, started))
 
-    async with AvatarClient(args.target) as client:
+    tls, api_key = security(args)
+    async with AvatarClient(args.target, tls=tls, api_key=api_key) as client:
         await client.wait_ready(args.connect_timeout)
         if args.no_register:
             config.image = image

@@ -20,7 +20,7 @@ def _cluster_commands() -> list[tuple[str, ModuleType, str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from avatarflow.cli import demo, motion, render_frame, serve, style_reference, weights
+    from avatarflow.cli import demo, keys, motion, render_frame, serve, style_reference, weights
 
     p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
         "weights", help="check a weights root: every file an engine profile needs"))
     motion.add_arguments(sub.add_parser(
         "motion", help="a clip's motion from a neural motion engine, offline (.npz)"))
+    keys.add_arguments(sub.add_parser(
+        "keys", help="API keys for the gateway's tenants: make one, or hash one"))
     return p
 
 
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import motion
 
             return motion.run(args)
+        elif args.command == "keys":
+            from avatarflow.cli import keys
+
+            return keys.run(args)
         elif args.command in ("up", "client"):
             commands = {n: mod for n, mod, _ in _cluster_commands()}
             code: int = commands[args.command].run(args)

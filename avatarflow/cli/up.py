@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
 from avatarflow.contracts.errors import InvalidInput
@@ -44,6 +45,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-restart", action="store_true",
                    help="leave a service that dies stopped (default: restart it with backoff, "
                         "0.5 s doubling to 10 s, under the same consumer name)")
+    sec = p.add_argument_group("security of the gateway (default: plaintext, no keys, "
+                               "loopback only)")
+    sec.add_argument("--api-keys", metavar="FILE",
+                     help="require API keys: the tenants' hashed keys (avatarflow keys new)")
+    sec.add_argument("--tls-cert", metavar="FILE", help="serve TLS: certificate chain (PEM)")
+    sec.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    sec.add_argument("--tls-client-ca", metavar="FILE",
+                     help="mutual TLS: clients must present a certificate this CA signed")
+
+
+def gateway_env(args: argparse.Namespace) -> dict[str, str]:
+    """The gateway-only settings the security flags ask for (files checked, paths absolute)."""
+    files = {"--api-keys": getattr(args, "api_keys", None),
+             "--tls-cert": getattr(args, "tls_cert", None),
+             "--tls-key": getattr(args, "tls_key", None),
+             "--tls-client-ca": getattr(args, "tls_client_ca", None)}
+    for flag, path in files.items():
+        if path and not Path(path).is_file():
+            raise InvalidInput(f"{flag}: no such file {path}")
+    if bool(files["--tls-cert"]) != bool(files["--tls-key"]):
+        raise InvalidInput("--tls-cert and --tls-key go together")
+    if files["--tls-client-ca"] and not files["--tls-cert"]:
+        raise InvalidInput("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+    names = {"--api-keys": "API_KEYS_FILE", "--tls-cert": "TLS_CERT", "--tls-key": "TLS_KEY",
+             "--tls-client-ca": "TLS_CLIENT_CA"}
+    env = {f"AVATARFLOW_GATEWAY_{names[flag]}": str(Path(path).resolve())
+           for flag, path in files.items() if path}
+    if files["--api-keys"]:
+        env["AVATARFLOW_GATEWAY_AUTH"] = "required"
+    return env
+
+
+def security_line(env: dict[str, str]) -> str:
+    """How the gateway is exposed, for the table."""
+    tls = ("mutual TLS" if "AVATARFLOW_GATEWAY_TLS_CLIENT_CA" in env else
+           "TLS" if "AVATARFLOW_GATEWAY_TLS_CERT" in env else "plaintext (no TLS)")
+    keys = (f"API keys from {env['AVATARFLOW_GATEWAY_API_KEYS_FILE']}"
+            if "AVATARFLOW_GATEWAY_API_KEYS_FILE" in env else "no API keys")
+    return f"{tls}, {keys}"
 
 
 def parse_replicas(items: list[str]) -> dict[str, int]:
@@ -78,14 +118,15 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     restart = None if getattr(args, "no_restart", False) else RestartPolicy()
+    env = gateway_env(args)
     cluster = LocalCluster(replicas=replicas, redis_url=args.redis, log_dir=args.log_dir,
                            gateway_port=args.port, profile=profile, weights_root=weights,
-                           restart=restart, on_restart=_print_restart)
+                           restart=restart, on_restart=_print_restart, env=env)
     try:
         print(f"starting {sum(cluster.replicas(s) for s in SERVICES)} services, "
               f"logs in {cluster.log_dir}", flush=True)
         cluster.start(timeout=args.timeout)
-        _print_table(cluster)
+        _print_table(cluster, env)
         _watch(cluster, supervised=restart is not None)
     except _Stop:
         pass
@@ -99,16 +140,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(cluster: LocalCluster) -> None:
+def _print_table(cluster: LocalCluster, env: dict[str, str]) -> None:
     rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
              f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
             for s in (GATEWAY, *STAGE_SERVICES) for i in range(cluster.replicas(s))]
-    rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir))]
+    rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir)),
+             ("security", security_line(env))]
     width = max(len(name) for name, _ in rows)
     print("avatarflow is up:")
     for name, address in rows:
         print(f"  {name:<{width}}  {address}")
-    print(f"try: avatarflow client --target {cluster.gateway_target} --image PORTRAIT "
+    tls = ""
+    if "AVATARFLOW_GATEWAY_TLS_CERT" in env:
+        tls = " --tls --ca CA.pem" + (" --cert CLIENT.pem --key CLIENT.key"
+                                      if "AVATARFLOW_GATEWAY_TLS_CLIENT_CA" in env else "")
+    key = "AVATARFLOW_API_KEY=KEY " if "AVATARFLOW_GATEWAY_API_KEYS_FILE" in env else ""
+    print(f"try: {key}avatarflow client --target {cluster.gateway_target}{tls} --image PORTRAIT "
           "--audio SPEECH --out out/live.mp4")
     print("Ctrl-C stops every service", flush=True)
 

@@ -2,6 +2,10 @@
 client``, the integration tests and the benchmarks.
 
 gRPC failures surface as ``grpc.aio.AioRpcError`` (``.code()``, ``.details()``).
+
+A gateway with TLS is reached with ``tls=TlsOptions(ca=...)`` (plus a client certificate for
+mutual TLS); an API key goes out as ``authorization: Bearer <key>`` metadata on every call,
+with or without TLS (without it only to a gateway on loopback, where nothing listens between).
 """
 
 from __future__ import annotations
@@ -15,32 +19,36 @@ from typing import Any
 import grpc
 import numpy as np
 
+from avatarflow.client.channel import TlsOptions, key_metadata, open_channel, with_metadata
 from avatarflow.client.record import ReceivedFrame, SessionRecord
 from avatarflow.contracts.errors import AvatarflowError, InvalidInput, MissingExtra, Unavailable
 from avatarflow.contracts.v1 import api_pb2, api_pb2_grpc, pipeline_pb2
 
-__all__ = ["AvatarClient", "LiveSession", "ReceivedFrame", "SessionRecord", "decode_frame",
-           "run_session", "stream_audio"]
+__all__ = ["AvatarClient", "LiveSession", "ReceivedFrame", "SessionRecord", "TlsOptions",
+           "decode_frame", "run_session", "stream_audio"]
 
 
 class AvatarClient:
     """One channel to a gateway: ``async with AvatarClient("127.0.0.1:50051") as c: ...``."""
 
-    def __init__(self, target: str, *, max_message_mb: float = 16) -> None:
+    def __init__(self, target: str, *, max_message_mb: float = 16,
+                 tls: TlsOptions | None = None, api_key: str = "") -> None:
         self.target = target
-        limit = int(max_message_mb * 1024 * 1024)
-        self.channel = grpc.aio.insecure_channel(
-            target, options=[("grpc.max_send_message_length", limit),
-                             ("grpc.max_receive_message_length", limit)])
-        self.stub = api_pb2_grpc.AvatarsStub(self.channel)
+        self.tls = tls
+        self.metadata = key_metadata(api_key)
+        self.channel = open_channel(target, tls, max_message_mb)
+        self.stub = with_metadata(api_pb2_grpc.AvatarsStub(self.channel), self.metadata)
 
     async def wait_ready(self, timeout: float = 5.0) -> None:
         """Raises Unavailable with a hint when no gateway answers within ``timeout``."""
         try:
             await asyncio.wait_for(self.channel.channel_ready(), timeout)
         except TimeoutError:
-            raise Unavailable(f"cannot reach the gateway at {self.target}: "
-                              "is `avatarflow up` running?") from None
+            hint = ("is `avatarflow up` running?" if self.tls is None else
+                    "does it serve TLS, with a certificate that the CA given signed for this "
+                    "name (and, for mutual TLS, does it accept the client certificate)?")
+            raise Unavailable(f"cannot reach the gateway at {self.target} within {timeout:g} s"
+                              f"{' over TLS' if self.tls else ''}: {hint}") from None
 
     async def register(self, image: bytes, mode: str = "upper-body", width: int = 0,
                        height: int = 0, fps: float = 0, *,

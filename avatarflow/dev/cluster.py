@@ -5,6 +5,8 @@ Each service runs as ``python -m avatarflow.cli.main serve SERVICE`` on its own 
 own log file; the cluster is ready when every process reports SERVING through grpc.health.v1.
 With a RestartPolicy, a supervisor thread starts a replica that exits on its own again, under
 the same port and consumer name (as a container restart does), with exponential backoff.
+``revive`` does the same at once on demand and ``add_replica`` scales a stage out (the kill
+drill, ``avatarflow.dev.drill``).
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from avatarflow.contracts.errors import AvatarflowError
 from avatarflow.dev.net import free_port, serving
 from avatarflow.dev.redis_server import RedisServer, tail
 from avatarflow.runtime import profiles, registry
+from avatarflow.runtime.settings import Settings
 
 STAGE_SERVICES = registry.STAGE_NAMES
 GATEWAY = registry.GATEWAY.name
 # Start order: the stages first, so the gateway finds them serving.
 SERVICES = (*STAGE_SERVICES, GATEWAY)
 HOST = "127.0.0.1"
+# A local deployment listens on loopback only and so needs no API keys; ``env`` can ask for
+# them (AVATARFLOW_AUTH=required plus a keys file) or open it up.
+LOCAL_ENV = {"AVATARFLOW_LISTEN_HOST": HOST, "AVATARFLOW_AUTH": "off"}
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,7 @@ class _Replica:
     port: int
     metrics_port: int
     log_path: Path
+    health_port: int = 0  # plaintext health beside a TLS port; 0: health is on ``port``
     generation: int = 0
     spawns: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -128,9 +135,7 @@ class LocalCluster:
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
-        # A local deployment listens on loopback only and so needs no API keys; ``env``
-        # can ask for them (AVATARFLOW_AUTH=required plus a keys file).
-        self.env = {"AVATARFLOW_LISTEN_HOST": HOST, "AVATARFLOW_AUTH": "off"}
+        self.env = {}
         if profile:
             profiles.validate(profile, weights_root or "")  # before any process starts
             self.env.update(profiles.environment(profile, weights_root or ""))
@@ -144,25 +149,26 @@ class LocalCluster:
         self._lock = threading.RLock()  # the replicas' processes, against the supervisor
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-        taken = {gateway_port} if gateway_port else set()
+        self._ports: set[int] = {gateway_port} if gateway_port else set()
         for service in SERVICES:
             count = (replicas or {}).get(service, 1)
             if count < 1:
                 raise ValueError(f"{service} needs at least one replica, got {count}")
             for i in range(count):
-                if service == GATEWAY and i == 0 and gateway_port:
-                    port = gateway_port
-                else:
-                    port = free_port()
-                    while port in taken:  # the OS hands a port out again until it is bound
-                        port = free_port()
-                taken.add(port)
-                metrics_port = free_port()
-                while metrics_port in taken:
-                    metrics_port = free_port()
-                taken.add(metrics_port)
-                self._replicas[service, i] = _Replica(
-                    service, i, port, metrics_port, self.log_dir / f"{service}-{i}.log")
+                self._declare(service, i, gateway_port if service == GATEWAY and i == 0 else None)
+
+    def _declare(self, service: str, index: int, port: int | None = None) -> _Replica:
+        """A new replica's ports (free ones, never one already handed out here) and log."""
+        chosen = []
+        for wanted in (port, None):
+            p = wanted or free_port()
+            while wanted is None and p in self._ports:  # the OS repeats a port until bound
+                p = free_port()
+            self._ports.add(p)
+            chosen.append(p)
+        r = self._replicas[service, index] = _Replica(
+            service, index, chosen[0], chosen[1], self.log_dir / f"{service}-{index}.log")
+        return r
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -247,7 +253,15 @@ class LocalCluster:
         return self
 
     def _spawn(self, r: _Replica) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **LOCAL_ENV, **self.env}
+        if not r.health_port and Settings.load(r.service, env).tls_cert:
+            r.health_port = free_port()  # its port has TLS: readiness is checked beside it
+            while r.health_port in self._ports:
+                r.health_port = free_port()
+            self._ports.add(r.health_port)
+        if r.health_port:
+            env[f"AVATARFLOW_{r.service.upper().replace('-', '_')}_HEALTH_PORT"] = \
+                str(r.health_port)
         cmd = self.command_for(r.service, r.index)
         with r.log_path.open("w" if r.spawns == 0 else "a") as log:
             log.write(f"=== {r.name} (consumer {r.consumer}): {' '.join(cmd)}\n")
@@ -269,7 +283,7 @@ class LocalCluster:
                     code = None if r.proc is None else r.proc.returncode
                     raise ClusterError(f"{r.name} exited with code {code} before it was "
                                        f"SERVING; {r.log_path} ends:\n{tail(r.log_path)}")
-                if serving(f"{HOST}:{r.port}"):
+                if serving(f"{HOST}:{r.health_port or r.port}"):
                     pending.remove(r)
             if pending and time.monotonic() > deadline:
                 r = pending[0]
@@ -312,6 +326,25 @@ class LocalCluster:
         if wait:
             self._wait_serving([r], timeout)
 
+    def revive(self, service: str, replica: int = 0) -> None:
+        """Starts a replica whose process is gone again at once, under the same port and
+        consumer name, as a container restart does (``kill`` first; no wait for SERVING)."""
+        r = self._get(service, replica)
+        with self._lock:
+            if r.proc is not None and r.proc.poll() is None:
+                raise ClusterError(f"{r.name} is still running; kill it first")
+            self._spawn(r)
+
+    def add_replica(self, service: str, timeout: float = 90.0) -> int:
+        """Starts one more replica of a stage (scaling out); returns its index once SERVING."""
+        if service not in STAGE_SERVICES:
+            raise ValueError(f"only stages scale out here, not {service!r}")
+        with self._lock:
+            r = self._declare(service, self.replicas(service))
+            self._spawn(r)
+        self._wait_serving([r], timeout)
+        return r.index
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every service (gateway first) so it drains, SIGKILL what is left after
         ``grace`` seconds, then stop Redis. Idempotent."""
@@ -334,7 +367,7 @@ class LocalCluster:
         """Polls every replica; restarts those that exited, each when its backoff is due."""
         assert self._policy is not None
         while not self._stopping.wait(0.05):
-            for r in self._replicas.values():
+            for r in list(self._replicas.values()):  # add_replica may add one meanwhile
                 with self._lock:
                     if self._stopping.is_set():
                         return

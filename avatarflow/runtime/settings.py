@@ -34,6 +34,9 @@ class Settings:
     service: str
     port: int = 0  # gRPC port; 0 = the service's default
     listen_host: str = "[::]"  # address the gRPC port binds ("127.0.0.1": this host only)
+    # A second, plaintext port serving only grpc.health.v1, for kubelet's gRPC probes, which
+    # cannot speak TLS; 0 = none (the Helm chart sets it when the gateway's port has TLS).
+    health_port: int = 0
     metrics_port: int = 0  # Prometheus /metrics port; 0 = the gRPC port + 1000, -1 = off
     redis_url: str = "redis://127.0.0.1:6379/0"
     engine: str = ""  # stage engine; empty = the default engine
@@ -50,11 +53,17 @@ class Settings:
     weights_root: str = ""
     consumer: str = ""  # consumer name in <stage>-workers; empty = <host>-<pid>
     # Session ownership: a replica refreshes its liveness every heartbeat; one silent for
-    # claim_idle_ms is presumed dead and its sessions are taken over.
+    # claim_idle_ms (the takeover time) is presumed dead and its sessions are taken over. A
+    # crash then freezes its sessions about that long; but a live replica stalled that long
+    # (GC pause, CPU throttling, network blip) loses its sessions too (no frame is lost or
+    # doubled; they re-warm elsewhere). Kubernetes with CPU limits: 250 / 2000.
     heartbeat_ms: int = 100
     claim_idle_ms: int = 500
     session_ttl_s: float = 60.0  # session keys and streams expire after this long idle
-    stream_maxlen: int = 2048  # entries kept per session stream (approximate trim)
+    # Entries a session stream keeps for a reader that is behind or down (approximate trim;
+    # acknowledged entries are deleted at once): 512 is 10 s of 20 ms audio chunks, 17 s of
+    # frames, at most ~38 MB of 512x768 JPEG frames per picture stream.
+    stream_maxlen: int = 512
     avatar_ttl_s: float = 3600.0  # cached portrait analyses
     frame_budget_ms: float = 500.0  # a frame is late this long after its audio is due
     shed_after_ms: float = 100.0  # shed a frame this far past due if a newer one waits; 0 = off
@@ -84,7 +93,7 @@ class Settings:
     tls_client_ca: str = ""
     # Admission: sessions one gateway runs at once (it reports NOT_SERVING when full), and the
     # defaults of the per-tenant quotas a keys file can override per tenant.
-    max_sessions: int = 64
+    max_sessions: int = 0  # 0 = 12 per usable core (avatarflow_gateway.capacity)
     tenant_max_sessions: int = 16
     tenant_max_avatars: int = 1000
     register_per_minute: float = 60.0  # RegisterAvatar calls per tenant (token bucket)
@@ -102,7 +111,8 @@ class Settings:
         if self.service not in SERVICES:
             raise InvalidInput(f"unknown service {self.service!r}; services: {', '.join(SERVICES)}")
         checks = {
-            "port": 0 <= self.port <= 65535, "metrics_port": -1 <= self.metrics_port <= 65535,
+            "port": 0 <= self.port <= 65535, "health_port": 0 <= self.health_port <= 65535,
+            "metrics_port": -1 <= self.metrics_port <= 65535,
             "heartbeat_ms": self.heartbeat_ms > 0,
             "claim_idle_ms": self.claim_idle_ms >= 2 * self.heartbeat_ms,
             "session_ttl_s": self.session_ttl_s > 0, "stream_maxlen": self.stream_maxlen >= 16,
@@ -118,7 +128,7 @@ class Settings:
             "tls_key": bool(self.tls_cert) == bool(self.tls_key),
             "tls_client_ca": not self.tls_client_ca or bool(self.tls_cert),
             "redis_tls_key": bool(self.redis_tls_cert) == bool(self.redis_tls_key),
-            "max_sessions": self.max_sessions >= 1,
+            "max_sessions": self.max_sessions >= 0,
             "tenant_max_sessions": self.tenant_max_sessions >= 1,
             "tenant_max_avatars": self.tenant_max_avatars >= 1,
             "register_per_minute": self.register_per_minute > 0,

@@ -47,6 +47,7 @@ class Latency:
     p50_ms: float
     p99_ms: float
     fps: float  # achieved over the period; 0 for a whole session
+    stale: int = 0  # frames dropped at the front because the client was behind
 
 
 @dataclass(frozen=True, slots=True)

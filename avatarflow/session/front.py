@@ -49,7 +49,8 @@ class SessionFront:
         except BaseException:  # cancelled or failed half-way: the stages may have it open
             self.release(s)
             raise
-        if self.settings.stall_s is not None or self.settings.summary_s is not None:
+        live = self.settings
+        if live.stall_s is not None or live.summary_s is not None or live.idle_s is not None:
             self._clocks[s.sid] = self.background.spawn(s.keep_time(), f"clock-{s.sid}")
         return s
 

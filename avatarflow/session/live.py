@@ -4,7 +4,8 @@ the final frames into what the client sees.
 The clock runs from the session start in real time. When the client's audio falls
 ``stall_s`` behind it, silence is fed so frames keep coming with idle motion. A barge-in cuts
 the clock after the last delivered frame, so the new audio follows on at once. Each frame goes
-out with its own span of the clock's audio.
+out with its own span of the clock's audio. What waits for the client is bounded and kept
+current (``outbox``); a client that sends nothing for ``idle_s`` is ended.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import numpy as np
 from avatarflow.bus.base import Bus
 from avatarflow.contracts import messages as m
 from avatarflow.contracts.controls import Controls
-from avatarflow.contracts.errors import AvatarflowError, InvalidInput
+from avatarflow.contracts.errors import AvatarflowError, DeadlineExceeded, InvalidInput
 from avatarflow.runtime.registry import AUDIO, FRAMES
 from avatarflow.session.events import Ended, Event, Frame, Gap, Started
 from avatarflow.session.latency import LatencyMeter
+from avatarflow.session.outbox import Outbox
 from avatarflow.session.spec import FrontSettings, SessionSpec
 from avatarflow.session.timeline import Timeline
 from avatarflow.telemetry import metrics, tracing
@@ -52,7 +54,9 @@ class LiveSession:
         self.audio_ended = False
         self.finished = asyncio.Event()  # EndOfAudio (or an error) came back through
         self.gap: Gap | None = None  # silence being filled in
-        self._out: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self.heard = time.monotonic()  # when the client last sent something
+        self._out = Outbox(max_frames=settings.out_frames, max_bytes=settings.out_bytes,
+                           max_lag_s=settings.max_lag_s, on_stale=self.latency.went_stale)
         self._lock = asyncio.Lock()  # feeding: client audio, silence and barge-in in order
 
     async def start(self) -> None:
@@ -66,18 +70,21 @@ class LiveSession:
         """Feeds int16 mono samples at the session's rate."""
         if self.audio_ended:
             raise InvalidInput("audio after EndAudio: the session's audio has ended")
+        self.heard = time.monotonic()
         async with self._lock:
             self._close_gap()
             await self._feed(pcm)
 
     async def set_controls(self, controls: Controls) -> None:
         """New controls from the next frame on."""
+        self.heard = time.monotonic()
         await self.bus.publish(AUDIO, m.ControlUpdate(session_id=self.sid, controls=controls),
                                turn=self.turn)
 
     async def interrupt(self) -> None:
         """Barge-in: everything queued is dropped; the clock continues after the last frame
         the client has, from now."""
+        self.heard = time.monotonic()
         async with self._lock:
             self.turn += 1
             # Index 0 on an Interrupt means "keep counting": a barge-in before the first frame
@@ -104,16 +111,20 @@ class LiveSession:
         """Frames, gaps and summaries until ``Ended``; raises the error that ended the
         session otherwise (a stage's verdict, or bad input passed to ``fail``)."""
         while True:
-            item = await self._out.get()
+            item = (await self._out.get()).item
             if isinstance(item, BaseException):
                 raise item
-            yield item
-            if isinstance(item, Ended):
+            if isinstance(item, Frame):
+                self.latency.sent()
+                metrics.GATEWAY_FRAMES.inc()
+            elif isinstance(item, Ended):
+                yield self._ended()  # with the frames that went out while it waited
                 return
+            yield item
 
     def fail(self, exc: BaseException) -> None:
         """Ends ``events()`` with ``exc`` (e.g. the client sent something invalid)."""
-        self._out.put_nowait(exc)
+        self._out.put(exc)
 
     @property
     def fps_now(self) -> float:
@@ -151,23 +162,40 @@ class LiveSession:
 
     def _close_gap(self) -> None:
         if self.gap is not None:
-            self._out.put_nowait(self.gap)
+            self._out.put(self.gap)
             self.gap = None
 
     async def keep_time(self) -> None:
-        """Silence on stalls and latency summaries, every tick until the session ends."""
+        """Silence on stalls, latency summaries and the idle limit, every tick until the
+        session ends."""
         stall_s, summary_s = self.settings.stall_s, self.settings.summary_s
         next_summary = time.monotonic() + (summary_s or 0.0)
         try:
             while not self.finished.is_set():
+                if self._idle():
+                    return
                 if stall_s is not None:
                     await self.fill_stall(stall_s)
                 if summary_s is not None and time.monotonic() >= next_summary:
                     next_summary += summary_s
-                    self._out.put_nowait(self.latency.period(summary_s))
+                    self._out.put(self.latency.period(summary_s))
                 await asyncio.sleep(TICK_S)
         except Exception as exc:  # e.g. the bus went away: the client learns it at once
             self.fail(exc)
+
+    def _idle(self) -> bool:
+        """Ends the session (DEADLINE_EXCEEDED) when its client has sent nothing for
+        ``idle_s``. Any message counts (audio, controls, an interrupt): a client that sends
+        anything is there; one that sends nothing is gone or stuck while the front keeps
+        rendering idle frames for it. After EndAudio the session ends by itself."""
+        idle_s = self.settings.idle_s
+        if idle_s is None or self.audio_ended or time.monotonic() - self.heard < idle_s:
+            return False
+        metrics.GATEWAY_ENDED.labels(reason="idle").inc()
+        self.fail(DeadlineExceeded(
+            f"no message from the client for {idle_s:.1f} s: send audio (silence counts) "
+            "while the session should go on, or EndAudio to finish it"))
+        return True
 
     async def abandon(self) -> None:
         """The client left: drop the queued work and close the session on every stage."""
@@ -184,15 +212,20 @@ class LiveSession:
             return
         if isinstance(msg, m.FinalFrame):
             if turn == self.turn and msg.index > self.last_index:
-                self._out.put_nowait(self._frame(msg))
+                # Due when its place on the clock comes round (t0 moves with a barge-in).
+                due = self.t0 + msg.index / self.fps
+                self._out.put(self._frame(msg), due)
         elif isinstance(msg, m.SessionError):
             self.finished.set()
             self.fail(error_for_session(msg))
         elif isinstance(msg, m.EndOfAudio):
             self.finished.set()
-            self._out.put_nowait(Ended(
-                frames=self.latency.frames, dropped=self.latency.dropped,
-                duration_s=(self.last_index + 1) / self.fps, latency=self.latency.session()))
+            self._out.put(self._ended())
+
+    def _ended(self) -> Ended:
+        return Ended(frames=self.latency.frames, dropped=self.latency.dropped,
+                     duration_s=(self.last_index + 1) / self.fps,
+                     latency=self.latency.session())
 
     def _frame(self, msg: m.FinalFrame) -> Frame:
         span = tracing.start(tracing.SEND, msg)
@@ -201,10 +234,9 @@ class LiveSession:
         if dropped:
             metrics.GATEWAY_DROPPED.inc(dropped)
         self.last_index = msg.index
-        metrics.GATEWAY_FRAMES.inc()
         if msg.deadline and time.time() > msg.deadline:
             metrics.GATEWAY_LATE.inc()
-        self.latency.delivered(self.timeline.span(msg.index)[1], dropped)
+        self.latency.arrived(self.timeline.span(msg.index)[1], dropped)
         frame = Frame(index=msg.index, pts=msg.pts, image=msg.image, refined=msg.refined,
                       audio=self.timeline.frame_audio(msg.index, first))
         tracing.finish(span)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from avatarflow.avatars.registry import AvatarRegistry, image_key
 from avatarflow.avatars.store import Avatar, AvatarStore, avatar_key
-from avatarflow.contracts.errors import InvalidInput, NotFound, shown
+from avatarflow.contracts.errors import InvalidInput, NotFound, PermissionDenied, shown
 from avatarflow.contracts.images import decode_image
 from avatarflow.contracts.v1 import api_pb2
 
@@ -37,11 +37,25 @@ class Analyser(Protocol):
 
 AVATAR_ID_FORMAT = '"av-" and 32 lowercase hex digits'
 AVATAR_ID = re.compile(r"av-[0-9a-f]{32}")
+# Avatar ids carry their tenant: "av-" + an 8-hex tag of the tenant + 24 hex of a hash of
+# (tenant, image). Who may use an id is decided from the id alone, before any lookup, so the
+# answer never reveals whether another tenant's avatar exists. The tenant "" (a gateway without
+# API keys, the embedded pipeline) has the fixed tag below.
+NO_TENANT_TAG = "00000000"
 
 
-def avatar_id_for(image: bytes) -> str:
-    """The id names the portrait, whatever the format: the same upload, the same id."""
-    return "av-" + hashlib.sha256(image).hexdigest()[:32]
+def tenant_tag(tenant: str) -> str:
+    """The 8 hex digits that start the avatar ids of ``tenant``."""
+    if not tenant:
+        return NO_TENANT_TAG
+    return hashlib.sha256(b"avatarflow-tenant\0" + tenant.encode()).hexdigest()[:8]
+
+
+def avatar_id_for(image: bytes, tenant: str = "") -> str:
+    """The id names the portrait and its tenant, whatever the format: the same upload by the
+    same tenant, the same id; by another tenant, another id (and another stored copy)."""
+    digest = hashlib.sha256(tenant.encode() + b"\0" + image).hexdigest()
+    return "av-" + tenant_tag(tenant) + digest[:24]
 
 
 def check_avatar_id(avatar_id: str) -> None:
@@ -50,6 +64,16 @@ def check_avatar_id(avatar_id: str) -> None:
     if not AVATAR_ID.fullmatch(avatar_id):
         raise InvalidInput(f"malformed avatar id {shown(avatar_id)}: an avatar id is "
                            f"{AVATAR_ID_FORMAT}, as RegisterAvatar returns it")
+
+
+def check_owner(avatar_id: str, tenant: str) -> None:
+    """PermissionDenied unless ``avatar_id`` was issued to ``tenant``; from the id alone, so
+    it says nothing about whether the avatar exists. An id not of the public format carries
+    no tag (only code inside the process makes one): it is the tenant ""'s."""
+    tag = avatar_id[3:11] if AVATAR_ID.fullmatch(avatar_id) else NO_TENANT_TAG
+    if tag != tenant_tag(tenant):
+        raise PermissionDenied(f"avatar id {shown(avatar_id)} was not issued to this tenant: "
+                               "use an id that RegisterAvatar returned for your API key")
 
 
 class AvatarPath:
@@ -65,8 +89,10 @@ class AvatarPath:
         analysed for ``output`` unless that analysis is leased already. Returns the id."""
         if image:
             await asyncio.to_thread(decode_image, image)  # a clear error before anything else
-            avatar_id = avatar_id_for(image)
+            avatar_id = avatar_id_for(image, tenant)
             await asyncio.to_thread(self.registry.save_image, avatar_id, image)
+        else:
+            check_owner(avatar_id, tenant)  # before any lookup
         key = avatar_key(avatar_id, output.mode, output.width, output.height)
         if await asyncio.to_thread(self.registry.touch, key):
             return avatar_id  # analysed before; its lease is renewed

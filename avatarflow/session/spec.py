@@ -43,19 +43,33 @@ class SessionSpec:
 class FrontSettings:
     """The live behaviour of the sessions of one front. None switches a feature off: a file
     read as fast as the pipeline takes it has no deadlines, never stalls and wants no
-    periodic summaries."""
+    periodic summaries. The limits on a client (slow reading, silence) are off unless set:
+    the gateway sets them for its remote clients (``live``); an in-process caller reads its
+    own frames."""
 
     budget_s: float | None = 0.5  # a frame is late this long after its audio is due
     stall_s: float | None = 0.15  # audio this far behind the clock is filled with silence
     summary_s: float | None = 2.0  # period of the latency summaries
+    # Frames waiting for the client: at most this many and this many bytes (the oldest go);
+    # one more than max_lag_s past due while a frame that much newer waits is dropped.
+    out_frames: int | None = None
+    out_bytes: int | None = None
+    max_lag_s: float | None = None
+    evict_s: float | None = None  # a client that takes no frame this long is ended
+    idle_s: float | None = None  # a session whose client sends nothing this long is ended
 
     @classmethod
     def live(cls, settings: Settings) -> FrontSettings:
-        """From a service's settings (``frame_budget_ms``, ``stall_ms``, ``summary_s``)."""
+        """From a service's settings (``frame_budget_ms``, ``stall_ms``, ``summary_s``,
+        ``out_frames``, ``out_mb``, ``max_lag_ms``, ``evict_s``, ``idle_s``: 0 = never)."""
         return cls(budget_s=settings.frame_budget_ms / 1000, stall_s=settings.stall_ms / 1000,
-                   summary_s=settings.summary_s)
+                   summary_s=settings.summary_s, out_frames=settings.out_frames,
+                   out_bytes=int(settings.out_mb * 2**20),
+                   max_lag_s=settings.max_lag_ms / 1000, evict_s=settings.evict_s,
+                   idle_s=settings.idle_s or None)
 
     @classmethod
     def offline(cls) -> FrontSettings:
-        """A whole file as fast as it goes: every frame made, none filled in."""
+        """A whole file as fast as it goes: every frame made and kept, none filled in, the
+        reader never hurried."""
         return cls(budget_s=None, stall_s=None, summary_s=None)

@@ -55,6 +55,12 @@ GATEWAY_LATE = Counter("avatarflow_gateway_late_frames",
                        "Frames sent after their deadline.")
 GATEWAY_DROPPED = Counter("avatarflow_gateway_dropped_frames",
                           "Frame indexes that never reached the client (dropped on the way).")
+GATEWAY_STALE = Counter("avatarflow_gateway_stale_frames",
+                        "Frames dropped at the gateway: their client was too far behind "
+                        "(lag) or not reading (outbound buffer full).")
+GATEWAY_ENDED = Counter("avatarflow_gateway_sessions_ended_by_limit",
+                        "Sessions the gateway ended: 'slow' (the client read no frame for "
+                        "evict_s) or 'idle' (no audio from the client for idle_s).", ["reason"])
 GATEWAY_FPS = Gauge("avatarflow_gateway_fps",
                     "Mean achieved frame rate of the active sessions over the last period.")
 TRITON_REQUEST = Histogram("avatarflow_triton_request_seconds",

@@ -163,12 +163,15 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
         name = "audio-encoder"
         drops_late = True
 
-        def __init__(self) -> None:
+        def __init__(self, sid: str) -> None:
             super().__init__()
+            self.sid = sid
             self.ran: list[int] = []
 
         def process(self, msg: m.Message):
-            if isinstance(msg, m.AudioFeatures):
+            # Only this run's session: the second run's replica takes over what the first
+            # run's left uncommitted (the same group), and must not count it.
+            if isinstance(msg, m.AudioFeatures) and msg.session_id == self.sid:
                 _time.sleep(0.04)
                 self.ran.append(msg.index)
             return (msg,)
@@ -176,7 +179,7 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
     async def main(shed_after_s: float, sid: str) -> tuple[list[int], float]:
         source = _bus(redis_url, "gateway", f"gw-{sid}")
         stage_bus = _bus(redis_url, "audio-encoder", f"enc-{sid}")
-        stage = Slow()
+        stage = Slow(sid)
         runner = StageRunner(StageSpec("audio-encoder", "none", AUDIO, FEATURES), stage,
                              stage_bus, batch=4, budget_s=1.0, shed_after_s=shed_after_s)
         await source.publish(AUDIO, m.SessionStart(session_id=sid))

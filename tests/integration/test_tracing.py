@@ -46,7 +46,7 @@ async def _services(redis_url: str) -> tuple[list[asyncio.Task], str]:
         # shedding keep a slow moment from dropping frames, which is not what this test is about.
         settings = Settings.load(s, environ={}, port=ports[s], metrics_port=-1,
                                  frame_budget_ms=10_000, shed_after_ms=0,
-                                 redis_url=redis_url, consumer=f"{s}-traced",
+                                 redis_url=redis_url, consumer=f"{s}-traced", auth="off",
                                  renderer_target=f"127.0.0.1:{ports['renderer']}")
         serve = entry_point(s)
         tasks.append(asyncio.create_task(serve(settings), name=s))

@@ -3,11 +3,13 @@
 Each session has its own stream per topic, so one replica handles a session's messages in
 order while the replicas of a stage (the consumer group ``<stage>-workers``) share sessions:
 the replica that reads a session's entry on the topic's join stream owns the session. It keeps
-that entry pending until the session ends and refreshes a liveness key every heartbeat; when
-the key lapses, another replica claims the entry, the session's unacknowledged messages and
-its saved state, and continues where the dead one stopped. Outputs, acknowledgement and state
-are written by one script that first checks ownership, so a replica presumed dead can never
-publish twice.
+that entry pending until the session ends and renews a liveness key (its lease) every
+heartbeat; once the lease lapses, another replica takes the entry, the session's
+unacknowledged messages and its saved state in one script, and continues where the dead one
+stopped; a process restarted under the same name resumes its sessions at once. An owner reads
+only while its lease holds, and outputs, acknowledgement and state are written by one script
+that first checks ownership, so a replica presumed dead neither publishes twice nor swallows a
+message its successor needed.
 
 One module per role, composed by ``RedisBus`` (``bus``):
 

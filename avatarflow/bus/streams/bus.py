@@ -8,7 +8,9 @@ import asyncio
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from avatarflow.bus import connect
 from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.bus.streams.commits import Committer
 from avatarflow.bus.streams.consumer import Consumer
@@ -29,7 +31,7 @@ class RedisBus(Bus):
                  raw_pictures: bool = False, read_count: int = 8, block_ms: int = 50) -> None:
         self.settings = settings
         self.consumer = settings.consumer_name
-        self.redis = client or aioredis.Redis.from_url(settings.redis_url)
+        self.redis = client or connect.async_client(settings)
         self.raw_pictures = raw_pictures
         self._replica = Replica(self.redis, settings, self.consumer, raw_pictures)
         self._ownership = Ownership(self._replica)
@@ -81,6 +83,9 @@ class RedisBus(Bus):
         q = self._consumer.queues.get((topic, group))
         return 0 if q is None else len(q.sessions)
 
+    def lost_sessions(self) -> list[str]:
+        return self._consumer.lost()
+
     # -- commits ---------------------------------------------------------------------------
 
     def prepare(self, outputs: Sequence[m.Message]) -> list[bytes]:
@@ -110,10 +115,10 @@ class RedisBus(Bus):
             try:
                 await self.redis.ping()
                 return
-            except OSError as exc:  # redis-py's ConnectionError is an OSError
+            except (OSError, RedisConnectionError) as exc:  # not up yet: try again
                 if loop.time() > end:
-                    raise Unavailable(
-                        f"cannot reach redis at {self.settings.redis_url}: {exc}") from exc
+                    where = connect.shown_url(self.settings.redis_url)
+                    raise Unavailable(f"cannot reach redis at {where}: {exc}") from exc
                 await asyncio.sleep(0.2)
 
     async def release(self) -> None:

@@ -24,6 +24,12 @@ from avatarflow.runtime.registry import FRAMES
 
 log = logging.getLogger(__name__)
 
+# A read is sent, and done by Redis, within this of the lease check before it (a margin for
+# the network; a quarter of the takeover time at most); while the lease may have lapsed, it
+# is checked again this often.
+LEASE_SLACK_S = 0.05
+LEASE_POLL_S = 0.01
+
 
 class Consumer:
     """This replica's ``TopicQueue`` per (topic, group) it reads, and the reads that fill them."""
@@ -87,6 +93,14 @@ class Consumer:
         s = self.queues[(d.topic, d.group)].sessions.get(d.msg.session_id)
         return s.turn if s is not None else d.turn
 
+    def lost(self) -> list[str]:
+        """The sessions other replicas took from this one since the last call."""
+        out: list[str] = []
+        for q in self.queues.values():
+            out += q.lost
+            q.lost.clear()
+        return out
+
     def forget(self, d: Delivery) -> None:
         """Stops reading the delivery's session (it ended here, or another replica has it)."""
         self.queues[(d.topic, d.group)].remove(d.msg.session_id)
@@ -98,10 +112,23 @@ class Consumer:
             async with r.redis.pipeline(transaction=False) as p:
                 for stream, entry_id in skipped:
                     p.xack(stream, q.group, entry_id)
+                    if not stream.endswith(":" + keys.CTL):  # only this group reads it
+                        p.xdel(stream, entry_id)
                 await p.execute()
         if r.draining:
             await asyncio.sleep(self.block_ms / 1000)
             return
+        block_ms = self.block_ms
+        if q.join:
+            # Read only while the lease surely holds, until the read's last moment: after a
+            # lapse another replica may own these sessions, and what we read it would never.
+            slack = min(LEASE_SLACK_S, r.settings.claim_idle_ms / 4000)
+            left = q.lease.left(asyncio.get_running_loop().time()) - slack
+            if left * 1000 < 1:
+                q.lease.want()
+                await asyncio.sleep(LEASE_POLL_S)
+                return
+            block_ms = min(block_ms, int(left * 1000))
         streams: dict[KeyT, StreamIdT] = {}
         if q.join:
             streams[keys.join(q.topic)] = ">"
@@ -114,7 +141,7 @@ class Consumer:
             return
         try:
             reply = await r.redis.xreadgroup(q.group, r.consumer, streams,
-                                             count=self.read_count, block=self.block_ms)
+                                             count=self.read_count, block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -1,11 +1,19 @@
 """Which replica owns a session, and taking over the sessions of a dead one.
 
-A replica owns a session once it reads the session's entry on the topic's join stream and
-the OWN script records it in the session's owner hash; the entry stays pending with it until
-the session ends. Every heartbeat it refreshes a liveness key; when another replica's key has
-lapsed, the claim loop takes that replica's join entries (XCLAIM), the messages it had read
-and not committed, and the session's saved state. A restarted process with the same consumer
-name resumes its own pending sessions the same way before its first read.
+A replica owns a session once the TAKE script (``avatarflow.bus.keys``) records it in the
+session's owner hash, which also moves the session's join entry and every entry a previous
+owner had read and not committed to it. Every heartbeat the replica renews its liveness key,
+its lease: TAKE refuses a session whose owner's lease is alive, so a session changes hands only
+once its owner's lease lapsed, and the claim loop of each replica takes the sessions of owners
+whose lease lapsed. A process restarted under the same consumer name resumes its own sessions
+before its first read.
+
+The owner reads its sessions' streams only while its lease surely holds (``Lease``): a replica
+that froze longer than the takeover time (a GC pause, CPU starvation, a network blip) may have
+lost its sessions, and an entry it read afterwards would be read by nobody else. So after a
+lapse it reads again only once its lease is renewed and it has checked which sessions are still
+its own; the others are handed to the runner as lost. Commits are fenced by the owner check of
+the COMMIT script, so a replica presumed dead never publishes twice.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError
 
 from avatarflow.bus import keys
 from avatarflow.bus.streams.queues import SessionQueue, TopicQueue
@@ -30,7 +38,7 @@ class Ownership:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self._own_script = replica.redis.register_script(keys.OWN)
+        self._take_script = replica.redis.register_script(keys.TAKE)
         self._tasks = TaskGroup(f"bus-{replica.consumer}")
 
     def watch(self, q: TopicQueue) -> None:
@@ -45,39 +53,43 @@ class Ownership:
         join = keys.join(q.topic)
         try:
             await r.redis.xgroup_create(join, q.group, id="0", mkstream=True)
-        except ResponseError as exc:
+        except RedisError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         pending = await r.redis.xpending_range(join, q.group, min="-", max="+", count=1000,
                                                consumername=r.consumer)
         ids = [p["message_id"] for p in pending]
-        for entry_id, fields in (await r.redis.xclaim(join, q.group, r.consumer, 0, ids)
-                                 if ids else []):
-            await self.own(q, entry_id, fields, takeover=True)
+        entries = await self._entries(join, ids)
+        for entry_id, fields in entries:
+            await self.own(q, entry_id, fields)
+        if entries:
+            log.info("%s: resumed %d session(s) a previous process named %s left", q.group,
+                     len(q.sessions), r.consumer)
         q.ready = True
 
-    async def own(self, q: TopicQueue, join_id: bytes, fields: dict[bytes, bytes] | None,
-                  *, takeover: bool = False) -> None:
-        """Takes the session a join entry announces, with its saved state and turn."""
-        if fields is None:
-            return
+    async def own(self, q: TopicQueue, join_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
+        """Takes the session a join entry announces, with its saved state, its turn and what
+        its previous owner had read and not committed; False when it is not ours to take."""
+        r = self.replica
+        if fields is None:  # trimmed while pending: it announces nothing any more
+            await r.redis.xack(keys.join(q.topic), q.group, join_id)
+            return False
         sid = fields[b"s"].decode()
         if sid in q.sessions:
-            return
-        r = self.replica
-        got = await self._own_script(
-            keys=[keys.own(q.group, sid), keys.stream(sid, q.topic), keys.join(q.topic)],
-            args=[r.consumer, join_id, q.group, r.ttl_ms])
-        if got == b"gone":
-            return
-        state, turn = got
-        s = SessionQueue(sid, turn=int(turn), restore=state or None)
-        if takeover:
-            # What the dead replica had read but not committed comes first, in order.
-            for topic, queue in ((keys.CTL, s.ctl), (q.topic, s.data)):
-                queue.extend(await self._claim_pending(keys.stream(sid, topic), q.group))
-            s.started = bool(state)
+            return True
+        got = await self._take_script(
+            keys=[keys.own(q.group, sid), keys.stream(sid, q.topic), keys.join(q.topic),
+                  keys.stream(sid, keys.CTL)],
+            args=[r.consumer, join_id, q.group, r.ttl_ms, keys.alive(q.group, "")])
+        if got in (b"gone", b"held"):
+            log.debug("%s: session %s is %s", q.group, sid, got.decode())
+            return False
+        state, turn, ctl, data = got
+        s = SessionQueue(sid, turn=int(turn), restore=state or None, started=bool(state))
+        s.ctl.extend(_entries(ctl))
+        s.data.extend(_entries(data))
         q.add(s)
+        return True
 
     async def release(self, queues: Iterable[TopicQueue]) -> None:
         """Stops heartbeating, so the other replicas take this one's sessions at once."""
@@ -89,25 +101,49 @@ class Ownership:
     async def close(self) -> None:
         await self._tasks.__aexit__(None, None, None)
 
-    async def _claim_pending(self, stream: str, group: str) -> list[Entry]:
-        r = self.replica
-        try:
-            pending = await r.redis.xpending_range(stream, group, min="-", max="+",
-                                                   count=10000)
-        except ResponseError:
-            return []
-        ids = [p["message_id"] for p in pending]
+    async def _entries(self, stream: str, ids: list[bytes]) -> list[Entry]:
+        """The entries ``ids`` of ``stream`` (None fields for one deleted meanwhile)."""
         if not ids:
             return []
-        claimed: list[Entry] = await r.redis.xclaim(stream, group, r.consumer, 0, ids)
-        return claimed
+        async with self.replica.redis.pipeline(transaction=False) as p:
+            for entry_id in ids:
+                p.xrange(stream, entry_id, entry_id)
+            replies = await p.execute()
+        return [(entry_id, found[0][1] if found else None)
+                for entry_id, found in zip(ids, replies, strict=True)]
 
     async def _heartbeat(self, q: TopicQueue) -> None:
+        """Renews the lease every heartbeat. After a lapse, reads resume only once the
+        sessions still ours are known (``_recheck``)."""
         r = self.replica
         key = keys.alive(q.group, r.consumer)
+        loop = asyncio.get_running_loop()
         while not r.draining:
-            await r.redis.set(key, b"1", px=r.settings.claim_idle_ms)
-            await asyncio.sleep(r.settings.heartbeat_ms / 1000)
+            sent = loop.time()
+            try:
+                await r.redis.set(key, b"1", px=r.settings.claim_idle_ms)
+                if sent > q.lease.until:  # it lapsed (or never held): others may have taken
+                    await self._recheck(q)
+                q.lease.renewed(sent + r.settings.claim_idle_ms / 1000)
+            except (RedisError, OSError) as exc:  # the lease lapses; retried next beat
+                log.warning("%s: heartbeat failed: %s", q.group, exc)
+            await q.lease.until_next_beat(r.settings.heartbeat_ms / 1000)
+
+    async def _recheck(self, q: TopicQueue) -> None:
+        """Drops the sessions another replica took while our lease had lapsed."""
+        sids = list(q.sessions)
+        if not sids:
+            return
+        async with self.replica.redis.pipeline(transaction=False) as p:
+            for sid in sids:
+                p.hget(keys.own(q.group, sid), "owner")
+            owners = await p.execute()
+        for sid, owner in zip(sids, owners, strict=True):
+            if owner is not None and owner.decode() != self.replica.consumer:
+                log.warning("%s: session %s was taken over by %s while this replica's lease "
+                            "had lapsed", q.group, sid, owner.decode())
+                q.remove(sid)
+                q.lost.append(sid)
 
     async def _claim_loop(self, q: TopicQueue) -> None:
         r = self.replica
@@ -117,12 +153,12 @@ class Ownership:
         while not r.draining:
             try:
                 await self._claim_dead(q, join)
-            except ResponseError as exc:
+            except (RedisError, OSError) as exc:  # tried again next beat
                 log.warning("%s: claim pass failed: %s", q.group, exc)
             await asyncio.sleep(r.settings.heartbeat_ms / 1000)
 
     async def _claim_dead(self, q: TopicQueue, join: str) -> None:
-        """Claims the join entries of every replica of the group whose liveness key lapsed."""
+        """Takes the sessions of every replica of the group whose lease lapsed."""
         r = self.replica
         summary = await r.redis.xpending(join, q.group)
         for row in summary.get("consumers") or ():
@@ -131,9 +167,19 @@ class Ownership:
                 continue
             pending = await r.redis.xpending_range(join, q.group, min="-", max="+",
                                                    count=1000, consumername=name)
-            ids = [p["message_id"] for p in pending]
-            claimed = await r.redis.xclaim(join, q.group, r.consumer,
-                                           r.settings.claim_idle_ms // 2, ids) if ids else []
-            for entry_id, fields in claimed:
-                log.info("%s: taking over session from %s", q.group, name)
-                await self.own(q, entry_id, fields, takeover=True)
+            for entry_id, fields in await self._entries(join, [p["message_id"]
+                                                              for p in pending]):
+                if r.draining:
+                    return
+                if await self.own(q, entry_id, fields):
+                    log.info("%s: took over session %s from %s", q.group,
+                             fields[b"s"].decode() if fields else "?", name)
+
+
+def _entries(raw: list[list[object]]) -> list[Entry]:
+    """Entries as the TAKE script returns them ([id, [field, value, ...]]) as read entries."""
+    out: list[Entry] = []
+    for entry_id, flat in raw:
+        assert isinstance(entry_id, bytes) and isinstance(flat, list)
+        out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+    return out

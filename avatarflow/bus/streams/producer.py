@@ -45,6 +45,9 @@ class Producer:
             async with r.redis.pipeline(transaction=False) as p:
                 p.xadd(key, entry, maxlen=r.settings.stream_maxlen, approximate=True)
                 p.pexpire(key, r.ttl_ms)
+                # The control stream lives while the session does, control sent or not: every
+                # stage reads it, and one that lapsed would end the session on every stage.
+                p.pexpire(keys.stream(sid, keys.CTL), r.ttl_ms)
                 await p.execute()
             self._expiry_set[key] = now
 

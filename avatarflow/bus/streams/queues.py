@@ -5,6 +5,7 @@ acknowledges what they skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,35 @@ class SessionQueue:
     data: deque[Entry] = field(default_factory=deque)
 
 
+class Lease:
+    """Until when (event loop time) this replica's liveness key in the group surely exists:
+    the send time of the last heartbeat that renewed it plus its lifetime. Before then no
+    other replica can take its sessions."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self._wanted = asyncio.Event()  # a reader waits for a renewal: beat now
+
+    def renewed(self, until: float) -> None:
+        self.until = until
+        self._wanted.clear()
+
+    def left(self, now: float) -> float:
+        """Seconds the lease surely lasts from ``now`` (negative once it may have lapsed)."""
+        return self.until - now
+
+    def want(self) -> None:
+        """Asks the heartbeat for a renewal now rather than at its next beat."""
+        self._wanted.set()
+
+    async def until_next_beat(self, period_s: float) -> None:
+        """The heartbeat's pause: ``period_s``, or less when a reader wants a renewal."""
+        try:
+            await asyncio.wait_for(self._wanted.wait(), period_s)
+        except TimeoutError:
+            pass
+
+
 class TopicQueue:
     """This replica's sessions on one topic for one consumer group."""
 
@@ -40,10 +70,14 @@ class TopicQueue:
         self.order: deque[str] = deque()  # round robin between sessions
         self.skipped: list[tuple[str, bytes]] = []  # (stream, entry id) to acknowledge
         self.ready = False  # the join stream's consumer group exists
+        self.lease = Lease()  # renewed by ownership's heartbeat (stages only)
+        self.lost: list[str] = []  # sessions taken over by another replica, for the runner
 
     def add(self, s: SessionQueue) -> None:
         self.sessions[s.sid] = s
         self.order.append(s.sid)
+        if s.sid in self.lost:  # ours again before the runner heard it was lost: keep it
+            self.lost.remove(s.sid)
 
     def remove(self, sid: str) -> None:
         if self.sessions.pop(sid, None) is not None:

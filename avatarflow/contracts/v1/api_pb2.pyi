@@ -126,18 +126,20 @@ class VideoFrame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., pts: _Optional[float] = ..., data: _Optional[bytes] = ..., audio: _Optional[bytes] = ..., refined: bool = ...) -> None: ...
 
 class LatencySummary(_message.Message):
-    __slots__ = ("frames", "dropped", "p50_ms", "p99_ms", "fps")
+    __slots__ = ("frames", "dropped", "p50_ms", "p99_ms", "fps", "stale")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     P99_MS_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     frames: int
     dropped: int
     p50_ms: float
     p99_ms: float
     fps: float
-    def __init__(self, frames: _Optional[int] = ..., dropped: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., fps: _Optional[float] = ...) -> None: ...
+    stale: int
+    def __init__(self, frames: _Optional[int] = ..., dropped: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., fps: _Optional[float] = ..., stale: _Optional[int] = ...) -> None: ...
 
 class AudioGap(_message.Message):
     __slots__ = ("pts", "duration")

@@ -22,6 +22,17 @@ class AvatarsStub(object):
     - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
     - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
     - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
+
+    Authentication: every Avatars call carries the metadata "authorization: Bearer <API key>",
+    unless the gateway runs with AVATARFLOW_AUTH=off (the local `avatarflow up`). A missing,
+    malformed or unknown key: UNAUTHENTICATED (the key is never echoed). grpc.health.v1 and
+    reflection need no key. An avatar id issued to another tenant: PERMISSION_DENIED, decided
+    from the id alone before any lookup, so it says nothing about whether that avatar exists.
+    Limits: RESOURCE_EXHAUSTED naming the limit, with the trailing metadata "retry-after-ms"
+    (when trying again may succeed): the gateway's concurrent sessions (a full gateway also
+    reports NOT_SERVING on grpc.health.v1), the tenant's concurrent sessions, the tenant's
+    registered avatars (counted until unused for the avatar TTL), the tenant's RegisterAvatar
+    rate. Sessions already running are never affected by a limit.
     """
 
     def __init__(self, channel):
@@ -59,12 +70,24 @@ class AvatarsServicer(object):
     - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
     - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
     - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
+
+    Authentication: every Avatars call carries the metadata "authorization: Bearer <API key>",
+    unless the gateway runs with AVATARFLOW_AUTH=off (the local `avatarflow up`). A missing,
+    malformed or unknown key: UNAUTHENTICATED (the key is never echoed). grpc.health.v1 and
+    reflection need no key. An avatar id issued to another tenant: PERMISSION_DENIED, decided
+    from the id alone before any lookup, so it says nothing about whether that avatar exists.
+    Limits: RESOURCE_EXHAUSTED naming the limit, with the trailing metadata "retry-after-ms"
+    (when trying again may succeed): the gateway's concurrent sessions (a full gateway also
+    reports NOT_SERVING on grpc.health.v1), the tenant's concurrent sessions, the tenant's
+    registered avatars (counted until unused for the avatar TTL), the tenant's RegisterAvatar
+    rate. Sessions already running are never affected by a limit.
     """
 
     def RegisterAvatar(self, request, context):
         """Uploads a portrait once and analyses it for one output format. The analysis is cached
-        (with a TTL) under the returned avatar id, which is derived from the image bytes only: the
-        same image always gets the same id, whatever the format. Registering it again for another
+        (with a TTL) under the returned avatar id, which is derived from the caller's tenant and
+        the image bytes: the same image from one tenant always gets the same id, whatever the
+        format; from two tenants, two ids and two stored copies. An empty image: INVALID_ARGUMENT. Registering it again for another
         format adds that format's analysis under the same id; a session uses the analysis of the
         format its own SessionConfig.output asks for (made then if missing), never another's.
         """
@@ -79,6 +102,13 @@ class AvatarsServicer(object):
         A half-close (the client ends its side of the stream) without EndAudio means the same as
         EndAudio: the audio sent so far is finished and the session ends normally. A client that
         cancels the call instead drops the session at once.
+        Frames are real time: read them as they come. The gateway keeps at most a second of
+        frames (out_frames, out_mb) for a client and drops those more than max_lag_ms (500) past
+        due while newer ones wait, so a client that falls behind gets the present (the drops are
+        counted in LatencySummary.stale). A client that takes no frame for evict_s (5 s) while
+        frames wait is ended with RESOURCE_EXHAUSTED (no retry hint); a session whose client sends
+        no message at all (audio, controls or interrupt; silence counts as audio) for idle_s
+        (120 s) ends with DEADLINE_EXCEEDED. Both release the session on every stage.
         Errors close the stream with a status whose message says what is wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -122,6 +152,17 @@ class Avatars(object):
     - A well-formed avatar id that is not registered (or whose registration expired): NOT_FOUND.
     - A message larger than the gateway's limit (16 MB by default): RESOURCE_EXHAUSTED.
     - The pipeline temporarily unable to serve: UNAVAILABLE (retry).
+
+    Authentication: every Avatars call carries the metadata "authorization: Bearer <API key>",
+    unless the gateway runs with AVATARFLOW_AUTH=off (the local `avatarflow up`). A missing,
+    malformed or unknown key: UNAUTHENTICATED (the key is never echoed). grpc.health.v1 and
+    reflection need no key. An avatar id issued to another tenant: PERMISSION_DENIED, decided
+    from the id alone before any lookup, so it says nothing about whether that avatar exists.
+    Limits: RESOURCE_EXHAUSTED naming the limit, with the trailing metadata "retry-after-ms"
+    (when trying again may succeed): the gateway's concurrent sessions (a full gateway also
+    reports NOT_SERVING on grpc.health.v1), the tenant's concurrent sessions, the tenant's
+    registered avatars (counted until unused for the avatar TTL), the tenant's RegisterAvatar
+    rate. Sessions already running are never affected by a limit.
     """
 
     @staticmethod

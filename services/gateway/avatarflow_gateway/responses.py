@@ -37,4 +37,4 @@ def response(event: Event, encoding: api_pb2.FrameEncoding) -> api_pb2.SessionRe
 
 def summary(s: Latency) -> api_pb2.LatencySummary:
     return api_pb2.LatencySummary(frames=s.frames, dropped=s.dropped, p50_ms=s.p50_ms,
-                                  p99_ms=s.p99_ms, fps=s.fps)
+                                  p99_ms=s.p99_ms, fps=s.fps, stale=s.stale)

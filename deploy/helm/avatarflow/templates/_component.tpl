@@ -5,8 +5,11 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 
 {{/* True when KEDA owns this component's replica count. */}}
 {{- define "avatarflow.autoscaled" -}}
-{{- $c := index .root.Values.components .component -}}
-{{- if and .root.Values.autoscaling.enabled (hasKey .root.Values.streams .component) $c.autoscaling.enabled -}}true{{- end -}}
+{{- if .root.Values.autoscaling.enabled -}}
+{{- if eq .component "gateway" -}}
+{{- if .root.Values.gateway.autoscaling.enabled -}}true{{- end -}}
+{{- else if and (hasKey .root.Values.streams .component) (index .root.Values.components .component).autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* True when the engine profile applies to this component (every stage, not the gateway). */}}
@@ -14,18 +17,92 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 {{- if and .root.Values.profile.name (ne .component "gateway") -}}true{{- end -}}
 {{- end -}}
 
+{{/* Settings of every service derived from the chart's values (settings field -> value,
+quoted as below): the takeover timing and the Redis TLS files. */}}
+{{- define "avatarflow.settings.global" -}}
+heartbeat_ms: {{ int .Values.takeover.heartbeatMs | quote }}
+claim_idle_ms: {{ int .Values.takeover.claimIdleMs | quote }}
+{{- with .Values.redis.external.tls }}
+{{- if .existingSecret }}
+redis_tls_ca: {{ printf "%s/ca.crt" .mountPath | quote }}
+{{- if .clientCert }}
+redis_tls_cert: {{ printf "%s/tls.crt" .mountPath | quote }}
+redis_tls_key: {{ printf "%s/tls.key" .mountPath | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The gateway's own settings (AVATARFLOW_GATEWAY_<NAME>): API keys, TLS files, admission,
+slow clients. Every value is quoted: read back with fromYaml, a bare `off` would be false
+and a number would become a float (1000000 -> "1e+06", which no int setting parses). */}}
+{{- define "avatarflow.settings.gateway" -}}
+{{- $g := .Values.gateway -}}
+auth: {{ ternary "required" "off" $g.auth.enabled | quote }}
+{{- if $g.auth.enabled }}
+api_keys_file: {{ printf "%s/keys.yaml" $g.auth.mountPath | quote }}
+{{- end }}
+keys_reload_s: {{ $g.reloadSeconds | quote }}
+{{- if $g.tls.enabled }}
+tls_cert: {{ printf "%s/tls.crt" $g.tls.mountPath | quote }}
+tls_key: {{ printf "%s/tls.key" $g.tls.mountPath | quote }}
+{{- if $g.tls.clientAuth }}
+tls_client_ca: {{ printf "%s/ca.crt" (ternary (printf "%s-client-ca" $g.tls.mountPath) $g.tls.mountPath (not (empty $g.tls.clientCaSecret))) | quote }}
+{{- end }}
+health_port: {{ int $g.tls.healthPort | quote }}
+{{- end }}
+max_sessions: {{ int $g.limits.maxSessions | quote }}
+tenant_max_sessions: {{ int $g.limits.tenantMaxSessions | quote }}
+tenant_max_avatars: {{ int $g.limits.tenantMaxAvatars | quote }}
+register_per_minute: {{ $g.limits.registerPerMinute | quote }}
+max_lag_ms: {{ $g.slowClients.maxLagMs | quote }}
+out_frames: {{ int $g.slowClients.outFrames | quote }}
+out_mb: {{ $g.slowClients.outMb | quote }}
+evict_s: {{ $g.slowClients.evictSeconds | quote }}
+idle_s: {{ $g.slowClients.idleSeconds | quote }}
+{{- end -}}
+
+{{/* Read-only mounts of the Secrets a component reads files from: the gateway's keys file,
+certificate and client CA; every service's Redis TLS files. Each Secret is mounted as a
+directory, never with subPath: Kubernetes updates such mounts in place when the Secret
+changes, and the gateway reloads the files. */}}
+{{- define "avatarflow.component.secretVolumes" -}}
+{{- $root := .root -}}
+{{- $g := $root.Values.gateway -}}
+{{- $mounts := list -}}
+{{- if eq .component "gateway" -}}
+{{- if $g.auth.enabled -}}
+{{- $mounts = append $mounts (dict "name" "api-keys" "secret" $g.auth.existingSecret "path" $g.auth.mountPath "items" (list (dict "key" $g.auth.secretKey "path" "keys.yaml"))) -}}
+{{- end -}}
+{{- if $g.tls.enabled -}}
+{{- $items := list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key") -}}
+{{- if and $g.tls.clientAuth (not $g.tls.clientCaSecret) -}}
+{{- $items = append $items (dict "key" "ca.crt" "path" "ca.crt") -}}
+{{- end -}}
+{{- $mounts = append $mounts (dict "name" "tls" "secret" (include "avatarflow.gateway.tlsSecret" $root) "path" $g.tls.mountPath "items" $items) -}}
+{{- if and $g.tls.clientAuth $g.tls.clientCaSecret -}}
+{{- $mounts = append $mounts (dict "name" "tls-client-ca" "secret" $g.tls.clientCaSecret "path" (printf "%s-client-ca" $g.tls.mountPath) "items" (list (dict "key" "ca.crt" "path" "ca.crt"))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with $root.Values.redis.external.tls -}}
+{{- if .existingSecret -}}
+{{- $items := list (dict "key" "ca.crt" "path" "ca.crt") -}}
+{{- if .clientCert -}}
+{{- $items = concat $items (list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key")) -}}
+{{- end -}}
+{{- $mounts = append $mounts (dict "name" "redis-tls" "secret" .existingSecret "path" .mountPath "items" $items) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $mounts -}}
+{{- end -}}
+
 {{/* The container's environment: AVATARFLOW_* settings (avatarflow/runtime/settings.py). */}}
 {{- define "avatarflow.component.env" -}}
 {{- $root := .root -}}
 {{- $c := index $root.Values.components .component -}}
 {{- $prefix := include "avatarflow.envPrefix" . -}}
-{{- if include "avatarflow.redis.hasPassword" $root }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $root.Values.redis.external.existingSecret }}
-      key: {{ $root.Values.redis.external.existingSecretKey }}
-{{- end }}
+{{- include "avatarflow.redis.passwordEnvEntries" $root }}
 - name: AVATARFLOW_REDIS_URL
   value: {{ include "avatarflow.redis.url" $root | quote }}
 - name: AVATARFLOW_PORT
@@ -56,11 +133,18 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 - name: AVATARFLOW_RENDERER_TARGET
   value: {{ printf "%s:%d" (include "avatarflow.componentFullname" (dict "root" $root "component" "renderer")) (int $root.Values.components.renderer.port) | quote }}
 {{- end }}
-{{- range $key, $value := $root.Values.config }}
+{{- /* Settings the chart derives from its values, then `config` over them: one entry each. */}}
+{{- $global := mergeOverwrite (include "avatarflow.settings.global" $root | fromYaml) (deepCopy ($root.Values.config | default dict)) }}
+{{- range $key, $value := $global }}
 - name: {{ printf "AVATARFLOW_%s" (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
-{{- range $key, $value := $c.config }}
+{{- $own := dict }}
+{{- if eq .component "gateway" }}
+{{- include "avatarflow.gateway.check" $root }}
+{{- $own = include "avatarflow.settings.gateway" $root | fromYaml }}
+{{- end }}
+{{- range $key, $value := mergeOverwrite $own (deepCopy ($c.config | default dict)) }}
 - name: {{ printf "%s%s" $prefix (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
@@ -76,6 +160,7 @@ The objects of one avatarflow service (gateway or a pipeline stage). Each
 {{- define "avatarflow.component.deployment" -}}
 {{- $root := .root -}}
 {{- $c := index $root.Values.components .component -}}
+{{- $secrets := include "avatarflow.component.secretVolumes" . | fromYamlArray -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -154,6 +239,11 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.metrics.port }}
               protocol: TCP
+            {{- if include "avatarflow.gateway.healthPort" . }}
+            - name: health
+              containerPort: {{ $root.Values.gateway.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "avatarflow.component.env" . | trim | nindent 12 }}
           {{- include "avatarflow.grpcProbes" . | trim | nindent 10 }}
@@ -180,10 +270,24 @@ spec:
               {{- end }}
               readOnly: true
             {{- end }}
+            {{- range $secrets }}
+            - name: {{ .name }}
+              mountPath: {{ .path }}
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $root.Values.tmpSizeLimit }}
+        {{- range $secrets }}
+        - name: {{ .name }}
+          secret:
+            secretName: {{ .secret }}
+            # Readable by the service's group (fsGroup) only.
+            defaultMode: 0440
+            items:
+              {{- toYaml .items | nindent 14 }}
+        {{- end }}
         {{- if and $c.weights $c.weights.enabled }}
         {{- if not $c.weights.volume }}
         {{- fail (printf "components.%s.weights.volume is required when weights are enabled" .component) }}
@@ -265,11 +369,15 @@ spec:
 {{- $c := index $root.Values.components .component -}}
 {{- $s := index $root.Values.streams .component -}}
 {{- $redis := dict "address" (include "avatarflow.redis.address" $root) "databaseIndex" (include "avatarflow.redis.database" $root) "stream" $s.stream "consumerGroup" $s.group -}}
+{{- $authRef := $as.redisAuthenticationRef -}}
+{{- if not $authRef -}}
 {{- if and (not $root.Values.redis.enabled) (hasPrefix "rediss://" $root.Values.redis.external.url) -}}
 {{- $_ := set $redis "enableTLS" "true" -}}
 {{- end -}}
-{{- if include "avatarflow.redis.hasPassword" $root -}}
-{{- $_ := set $redis "passwordFromEnv" "REDIS_PASSWORD" -}}
+{{- with include "avatarflow.redis.passwordEnv" $root -}}
+{{- /* KEDA reads the variable from this Deployment's container (its secretKeyRef). */ -}}
+{{- $_ := set $redis "passwordFromEnv" . -}}
+{{- end -}}
 {{- end -}}
 {{- $model := "" -}}
 {{- if $root.Values.triton.enabled -}}
@@ -299,6 +407,10 @@ spec:
     # Sessions announced on the join stream that no replica has taken yet.
     - type: redis-streams
       name: {{ printf "%s-lag" .component }}
+      {{- with $authRef }}
+      authenticationRef:
+        name: {{ . }}
+      {{- end }}
       metadata:
         {{- toYaml $redis | nindent 8 }}
         lagCount: {{ $c.autoscaling.lagCount | int | toString | quote }}
@@ -307,6 +419,10 @@ spec:
     # Sessions in progress: each owned session keeps its join entry pending.
     - type: redis-streams
       name: {{ printf "%s-sessions" .component }}
+      {{- with $authRef }}
+      authenticationRef:
+        name: {{ . }}
+      {{- end }}
       metadata:
         {{- toYaml $redis | nindent 8 }}
         pendingEntriesCount: {{ $c.autoscaling.sessionsPerReplica | int | toString | quote }}
@@ -368,4 +484,53 @@ spec:
       interval: {{ $sm.interval }}
       scrapeTimeout: {{ $sm.scrapeTimeout }}
 {{- end -}}
+{{- end -}}
+
+{{/* An ingress NetworkPolicy for the pods of one component. Context: (dict "root" $
+"component" NAME "rules" LIST), each rule (dict "ports" [port names] "from" [peers]
+"release" bool): the ports are open to `from` plus, with release, the release's own pods;
+a rule with neither is open to anyone. */}}
+{{- define "avatarflow.networkpolicy" -}}
+{{- $root := .root -}}
+{{- if $root.Values.networkPolicy.enabled -}}
+{{- $release := dict "podSelector" (dict "matchLabels" (dict "app.kubernetes.io/name" (include "avatarflow.name" $root) "app.kubernetes.io/instance" $root.Release.Name)) -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "avatarflow.componentFullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "avatarflow.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "avatarflow.selectorLabels" . | nindent 6 }}
+  # Ingress only: what these pods connect to is not restricted.
+  policyTypes:
+    - Ingress
+  ingress:
+    {{- range .rules }}
+    {{- $from := .from | default list }}
+    {{- if .release }}
+    {{- $from = prepend $from $release }}
+    {{- end }}
+    - ports:
+        {{- range .ports }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+      {{- with $from }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The NetworkPolicy of a pipeline stage: its gRPC port (health, the gateway's portrait
+analyses) for the release's pods, its metrics port for them and for Prometheus. */}}
+{{- define "avatarflow.stage.networkpolicy" -}}
+{{- $np := .root.Values.networkPolicy -}}
+{{- $rules := list (dict "ports" (list "grpc") "release" true) (dict "ports" (list "metrics") "from" $np.metricsFrom "release" true) -}}
+{{- include "avatarflow.networkpolicy" (dict "root" .root "component" .component "rules" $rules) -}}
 {{- end -}}

@@ -89,17 +89,77 @@ names one; the tag defaults to image.tag, then the chart's appVersion. Context: 
 
 {{/* Startup, readiness and liveness on the standard grpc.health.v1 service: the services
 report NOT_SERVING until their models are warm, so the startup probe carries the warm-up and
-readiness takes a replica out of its Service while it drains. */}}
+readiness takes a replica out of its Service while it drains.
+The gateway differs in two ways. It also reports NOT_SERVING while it is full (admission), so
+its liveness is a TCP check: a full gateway is healthy and must not be restarted. And with TLS
+on its port, kubelet (which cannot speak TLS to a gRPC probe) probes the plaintext health-only
+port (gateway.tls.healthPort) instead. */}}
 {{- define "avatarflow.grpcProbes" -}}
 {{- $c := index .root.Values.components .component -}}
 {{- $probes := mergeOverwrite (deepCopy .root.Values.probes) (deepCopy ($c.probes | default dict)) -}}
 {{- $port := int $c.port -}}
+{{- $named := "grpc" -}}
+{{- if include "avatarflow.gateway.healthPort" . -}}
+{{- $port = int .root.Values.gateway.tls.healthPort -}}
+{{- $named = "health" -}}
+{{- end -}}
 {{- range $kind := list "startup" "readiness" "liveness" }}
 {{ $kind }}Probe:
+  {{- if and (eq $.component "gateway") (eq $kind "liveness") }}
+  tcpSocket:
+    port: {{ $named }}
+  {{- else }}
   grpc:
     port: {{ $port }}
+  {{- end }}
   {{- toYaml (index $probes $kind) | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* True when this component is the gateway with TLS on: it serves health in plaintext on
+gateway.tls.healthPort as well. */}}
+{{- define "avatarflow.gateway.healthPort" -}}
+{{- if and (eq .component "gateway") .root.Values.gateway.tls.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the gateway's certificate: named, or the one cert-manager writes. */}}
+{{- define "avatarflow.gateway.tlsSecret" -}}
+{{- $tls := .Values.gateway.tls -}}
+{{- if $tls.secretName -}}
+{{- $tls.secretName -}}
+{{- else if $tls.certManager.enabled -}}
+{{- printf "%s-tls" (include "avatarflow.componentFullname" (dict "root" . "component" "gateway")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's exposure values that cannot be checked by the schema alone. Secure by
+default: API keys are required unless switched off. */}}
+{{- define "avatarflow.gateway.check" -}}
+{{- $g := .Values.gateway -}}
+{{- if and $g.auth.enabled (not $g.auth.existingSecret) -}}
+{{- fail (printf "gateway.auth: API keys are required by default, and no Secret is named. Make a keys file (it holds only hashes) and a Secret: `avatarflow keys new --tenant NAME --file keys.yaml` (prints the key once), then `kubectl -n %s create secret generic avatarflow-api-keys --from-file=keys.yaml`, and set gateway.auth.existingSecret=avatarflow-api-keys. Or set gateway.auth.enabled=false to let anyone who reaches the port call the API." .Release.Namespace) -}}
+{{- end -}}
+{{- if $g.tls.certManager.enabled -}}
+{{- if not $g.tls.enabled -}}
+{{- fail "gateway.tls.certManager.enabled needs gateway.tls.enabled=true" -}}
+{{- end -}}
+{{- if not $g.tls.certManager.issuerRef.name -}}
+{{- fail "gateway.tls.certManager.issuerRef.name is required: the cert-manager Issuer or ClusterIssuer that signs the gateway's certificate" -}}
+{{- end -}}
+{{- end -}}
+{{- if and $g.tls.enabled (not (include "avatarflow.gateway.tlsSecret" .)) -}}
+{{- fail "gateway.tls.secretName is required when gateway.tls.enabled: a kubernetes.io/tls Secret with tls.crt and tls.key (or set gateway.tls.certManager.enabled to have cert-manager write one)" -}}
+{{- end -}}
+{{- if and $g.tls.clientCaSecret (not $g.tls.clientAuth) -}}
+{{- fail "gateway.tls.clientCaSecret is set but gateway.tls.clientAuth is false: set clientAuth=true to require client certificates" -}}
+{{- end -}}
+{{- if and $g.tls.enabled (has (int $g.tls.healthPort) (list (int .Values.components.gateway.port) (int .Values.metrics.port))) -}}
+{{- fail "gateway.tls.healthPort must differ from components.gateway.port and metrics.port" -}}
+{{- end -}}
+{{- $t := .Values.takeover -}}
+{{- if lt (int $t.claimIdleMs) (mul 2 (int $t.heartbeatMs)) -}}
+{{- fail "takeover.claimIdleMs must be at least 2 x takeover.heartbeatMs (a replica must miss two heartbeats before it is presumed dead)" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "avatarflow.redis.fullname" -}}
@@ -118,6 +178,43 @@ readiness takes a replica out of its Service while it drains. */}}
 {{- if and $r.external.existingSecret (contains "@" $r.external.url) -}}
 {{- fail "redis.external.url must not carry credentials when redis.external.existingSecret is set" -}}
 {{- end -}}
+{{- if and $r.auth.existingSecret $r.external.existingSecret -}}
+{{- fail "redis: set one of redis.auth.existingSecret (preferred: AVATARFLOW_REDIS_PASSWORD, any characters) and redis.external.existingSecret (the password put into the URL)" -}}
+{{- end -}}
+{{- if $r.external.tls.existingSecret -}}
+{{- if or $r.enabled (not (hasPrefix "rediss://" $r.external.url)) -}}
+{{- fail "redis.external.tls needs an external Redis with a rediss:// URL (redis.enabled=false, redis.external.url=rediss://...); the in-chart Redis has no TLS" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The env var holding the Redis password, for KEDA's passwordFromEnv; empty = none. */}}
+{{- define "avatarflow.redis.passwordEnv" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+AVATARFLOW_REDIS_PASSWORD
+{{- else if include "avatarflow.redis.hasPassword" . -}}
+REDIS_PASSWORD
+{{- end -}}
+{{- end -}}
+
+{{/* Container env entries with the Redis password from its Secret. REDIS_PASSWORD (the
+legacy redis.external.existingSecret) is referred to by the URL, so it comes first. */}}
+{{- define "avatarflow.redis.passwordEnvEntries" -}}
+{{- $r := .Values.redis -}}
+{{- if include "avatarflow.redis.hasPassword" . }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.external.existingSecret }}
+      key: {{ $r.external.existingSecretKey }}
+{{- end }}
+{{- if $r.auth.existingSecret }}
+- name: AVATARFLOW_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.auth.existingSecret }}
+      key: {{ $r.auth.existingSecretKey }}
+{{- end }}
 {{- end -}}
 
 {{/* True when the services read the Redis password from a Secret. */}}

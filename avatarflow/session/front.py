@@ -31,6 +31,7 @@ class SessionFront:
         self.sessions: dict[str, LiveSession] = {}
         self.background = TaskGroup("session-front")
         self._clocks: dict[str, asyncio.Task[None]] = {}
+        self._releasing: set[str] = set()
 
     def mean_fps(self) -> float:
         """Mean achieved frame rate of the sessions over their last summary period."""
@@ -55,8 +56,13 @@ class SessionFront:
         return s
 
     def release(self, s: LiveSession) -> None:
-        """``close`` in the background (the caller's task may be ending)."""
-        self.background.spawn(self.close(s), f"close-{s.sid}")
+        """``close`` in the background (the caller's task may be ending); once per session,
+        however often it is asked."""
+        if s.sid in self._releasing:
+            return
+        self._releasing.add(s.sid)
+        task = self.background.spawn(self.close(s), f"close-{s.sid}")
+        task.add_done_callback(lambda _: self._releasing.discard(s.sid))
 
     async def close(self, s: LiveSession) -> None:
         """After the caller is done with ``s``: if it did not end, abandon it and wait

@@ -21,6 +21,7 @@ writing 75 KB messages to a client that stops reading):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
@@ -32,31 +33,56 @@ from avatarflow.telemetry import metrics
 from avatarflow_gateway import responses
 
 STATUS_WAIT_S = 1.0  # for a client to take the status before the handler lets go of it
+CATCH_UP_S = 0.5  # for an evicted client that reads again to empty its receive window
 
 
 async def send_events(context: grpc.aio.ServicerContext, session: LiveSession,
-                      encoding: api_pb2.FrameEncoding) -> None:
+                      encoding: api_pb2.FrameEncoding,
+                      release: Callable[[], None] = lambda: None) -> None:
     """Writes every event of ``session`` until it ends; a session that fails (or a client
-    that stopped reading) ends the call with the error's status (raises ``AbortError``)."""
+    that stopped reading) is released on every stage at once (``release``) and the call ends
+    with the error's status (raises ``AbortError``)."""
     evict_s = session.settings.evict_s
     try:
         async for event in session.events():
-            try:
-                async with asyncio.timeout(evict_s):  # None: no limit
-                    await context.write(responses.response(event, encoding))
-            except TimeoutError:
-                metrics.GATEWAY_ENDED.labels(reason="slow").inc()
-                # No retry hint: the same client reading the same way would be ended again.
-                raise ResourceExhausted(
-                    f"the client read no frame for {evict_s:.1f} s: frames are real time, "
-                    "read them as they come") from None
+            await _write(context, responses.response(event, encoding), evict_s, release)
     except AvatarflowError as exc:
+        release()
         await end_call(context, exc)
 
 
+async def _write(context: grpc.aio.ServicerContext, response: api_pb2.SessionResponse,
+                 evict_s: float | None, release: Callable[[], None]) -> None:
+    """One write, awaited at most ``evict_s``. Past that the client is ended: its session is
+    released at once, and the status follows once the client reads on (within
+    ``evict_s`` more), behind the frames it has not taken. Sending the status while the
+    write still waits would have the call reset, and a grpc.aio client that is still writing
+    its audio then reports its own failed write (INTERNAL) instead of the status."""
+    write = asyncio.ensure_future(context.write(response))
+    try:
+        done, _ = await asyncio.wait({write}, timeout=evict_s)
+        if not done:
+            metrics.GATEWAY_ENDED.labels(reason="slow").inc()
+            release()
+            done, _ = await asyncio.wait({write}, timeout=evict_s)
+            if not done:
+                raise grpc.aio.AbortError()  # gone for good: the call is torn down
+            # The client reads again: let it take what its window holds, with its own writes
+            # still drained, before the status closes the call.
+            await asyncio.sleep(CATCH_UP_S)
+            # No retry hint: the same client reading the same way would be ended again.
+            raise ResourceExhausted(
+                f"the client read no frame for {evict_s:.1f} s: frames are real time, read "
+                "them as they come")
+        write.result()
+    finally:
+        if not write.done():
+            write.cancel()
+
+
 async def end_call(context: grpc.aio.ServicerContext, exc: AvatarflowError) -> None:
-    """Ends the call with ``exc``'s status without waiting on a client that does not read:
-    the caller's cleanup (releasing the session on every stage) runs at once."""
+    """Ends the call with ``exc``'s status without waiting long on a client that does not
+    read: the caller's cleanup runs at once."""
     try:
         async with asyncio.timeout(STATUS_WAIT_S):
             await abort(context, exc)

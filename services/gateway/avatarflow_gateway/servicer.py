@@ -89,7 +89,8 @@ class AvatarsServicer(api_pb2_grpc.AvatarsServicer):
             await context.write(responses.started(session.started))
             async with TaskGroup(f"session-{session.sid}") as tasks:
                 tasks.spawn(_read(session, request_iterator), "read")
-                await outbound.send_events(context, session, spec.encoding)
+                await outbound.send_events(context, session, spec.encoding,
+                                           lambda: self.front.release(session))
         except AvatarflowError as exc:
             await abort(context, exc)
         finally:
@@ -139,3 +140,9 @@ async def _read(s: LiveSession, requests: Requests) -> None:
         await s.end()  # the client closed its side: same as EndAudio
     except AvatarflowError as exc:
         s.fail(exc)
+    # The call may stay open a while for its status to reach a client that is not reading;
+    # what the client still sends meanwhile is dropped, so its writes do not block. (A write
+    # left blocked fails when the call ends, and grpc.aio then reports INTERNAL to that client
+    # instead of the status.)
+    async for _ in requests:
+        pass

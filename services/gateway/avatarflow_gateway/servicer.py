@@ -3,6 +3,7 @@ to and from the session front, which owns everything a session does."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -143,6 +144,7 @@ async def _read(s: LiveSession, requests: Requests) -> None:
     # The call may stay open a while for its status to reach a client that is not reading;
     # what the client still sends meanwhile is dropped, so its writes do not block. (A write
     # left blocked fails when the call ends, and grpc.aio then reports INTERNAL to that client
-    # instead of the status.)
-    async for _ in requests:
-        pass
+    # instead of the status.) Once the call is over, grpc ends the requests with AbortError.
+    with contextlib.suppress(grpc.aio.AbortError):
+        async for _ in requests:
+            pass

@@ -67,6 +67,15 @@ def _closed(exc: ConnectionError, where: str) -> ConnectionError | None:
                            "one its CA signed)")
 
 
+def _tls_failure(exc: Exception, where: str, timeout: float | None) -> Exception | None:
+    """What a failed TLS connect raises instead, with a hint (None: re-raise ``exc``)."""
+    if isinstance(exc, RedisTimeout):
+        return _no_handshake(where, timeout)
+    if isinstance(exc, ConnectionError):
+        return _closed(exc, where)
+    return None
+
+
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     """The ssl error behind a redis ConnectionError (redis-py raises it from the except)."""
     if not isinstance(exc, ConnectionError):
@@ -130,13 +139,11 @@ class _AsyncTLS(_AsyncExplained, aconn.SSLConnection):
     async def connect(self) -> None:
         try:
             await super().connect()
-        except RedisTimeout as exc:
-            raise _no_handshake(self._host_error(), self.socket_connect_timeout) from exc
-        except ConnectionError as exc:
-            closed = _closed(exc, self._host_error())
-            if closed is None:
+        except (RedisTimeout, ConnectionError) as exc:
+            better = _tls_failure(exc, self._host_error(), self.socket_connect_timeout)
+            if better is None:
                 raise
-            raise closed from exc
+            raise better from exc
 
 
 class _AsyncUnix(_AsyncExplained, aconn.UnixDomainSocketConnection):
@@ -151,13 +158,11 @@ class _SyncTLS(_SyncExplained, redis.SSLConnection):
     def connect(self) -> None:
         try:
             super().connect()
-        except RedisTimeout as exc:
-            raise _no_handshake(self._host_error(), self.socket_connect_timeout) from exc
-        except ConnectionError as exc:
-            closed = _closed(exc, self._host_error())
-            if closed is None:
+        except (RedisTimeout, ConnectionError) as exc:
+            better = _tls_failure(exc, self._host_error(), self.socket_connect_timeout)
+            if better is None:
                 raise
-            raise closed from exc
+            raise better from exc
 
     def _wrap_socket_with_ssl(self, sock: Any) -> Any:
         # redis-py does the blocking handshake under socket_timeout (None: forever)

@@ -1,24 +1,33 @@
 """Redis key layout and the server-side scripts of the Redis bus.
 
-Per session ``sid``:
-  af:s:{sid}:<topic>      the session's data stream on a topic (audio ... frames); read by the
+Every key of the stream bus carries a shard tag ``{n}`` (``n`` in 0 .. shards-1): a session
+lives in the shard its id hashes to, and its keys share that shard's Redis Cluster slot with
+the join streams that announce it and the liveness keys its TAKE checks, so every script
+touches one slot. With one shard (a single Redis) every tag is ``{0}``.
+
+Per session ``sid`` (in shard ``n``):
+  af:{n}:s:<sid>:<topic>  the session's data stream on a topic (audio ... frames); read by the
                           topic's consumer group, in order; an entry is deleted once that
                           group acknowledged it, so ``stream_maxlen`` only bounds a backlog
-  af:s:{sid}:ctl          urgent control (interrupt, control change); every stage's group
+  af:{n}:s:<sid>:ctl      urgent control (interrupt, control change); every stage's group
                           reads it, ahead of its data
-  af:own:<group>:{sid}    hash: owner (consumer name), join (entry id), state, turn
-Per topic a stage consumes:
-  af:join:<topic>         one entry per session, read by ``<stage>-workers``; the entry stays
+  af:{n}:own:<group>:<sid>  hash: owner (consumer name), join (entry id), state, turn
+Per topic a stage consumes, per shard:
+  af:{n}:join:<topic>     one entry per session, read by ``<stage>-workers``; the entry stays
                           pending with the replica that owns the session until it ends, so a
-                          dead replica's sessions are found (XPENDING) and claimed (XCLAIM)
-Per replica:
-  af:alive:<group>:<consumer>   the replica's lease, renewed every heartbeat; once it
-                                lapsed, TAKE lets another replica have its sessions
+                          dead replica's sessions are found (XPENDING) and claimed (TAKE)
+Per replica, per shard:
+  af:{n}:alive:<group>:<consumer>   the replica's lease, renewed every heartbeat; once it
+                                    lapsed, TAKE lets another replica have its sessions
+Once per deployment:
+  af:bus:shards           the shard count, recorded by the first process: all must agree
 Portraits:
   af:avatar:<avatar_id>:image and af:avatar:<avatar_id>/<mode>/<w>x<h>  (analysis)
 """
 
 from __future__ import annotations
+
+import zlib
 
 from avatarflow.runtime.registry import FRAMES, PIPELINE
 
@@ -27,31 +36,42 @@ CTL = "ctl"
 # The consumer group of every topic: the stage reading it, or the gateway for final frames.
 GROUP_OF = {spec.input: spec.group for spec in PIPELINE} | {FRAMES: GATEWAY_GROUP}
 STAGE_GROUPS = tuple(spec.group for spec in PIPELINE)
+SHARDS = "af:bus:shards"
 
 
-def stream(sid: str, topic: str) -> str:
-    return f"af:s:{{{sid}}}:{topic}"
+def shard_of(sid: str, shards: int = 1) -> int:
+    """The shard session ``sid`` lives in: a stable hash of the id, the same in every process."""
+    return zlib.crc32(sid.encode()) % shards if shards > 1 else 0
 
 
-def own(group: str, sid: str) -> str:
-    return f"af:own:{group}:{{{sid}}}"
+def stream(sid: str, topic: str, shards: int = 1) -> str:
+    return f"af:{{{shard_of(sid, shards)}}}:s:{sid}:{topic}"
 
 
-def join(topic: str) -> str:
-    return f"af:join:{topic}"
+def own(group: str, sid: str, shards: int = 1) -> str:
+    return f"af:{{{shard_of(sid, shards)}}}:own:{group}:{sid}"
 
 
-def alive(group: str, consumer: str) -> str:
-    return f"af:alive:{group}:{consumer}"
+def join(topic: str, shard: int = 0) -> str:
+    return f"af:{{{shard}}}:join:{topic}"
+
+
+def join_of(sid: str, topic: str, shards: int = 1) -> str:
+    """The join stream that announces session ``sid`` on ``topic``."""
+    return join(topic, shard_of(sid, shards))
+
+
+def alive(group: str, consumer: str, shard: int = 0) -> str:
+    return f"af:{{{shard}}}:alive:{group}:{consumer}"
+
+
+def sid_of(key: str) -> str:
+    """The session id inside a session stream's name (af:{n}:s:<sid>:<topic>)."""
+    return key[key.index(":s:") + 3:key.rindex(":")]
 
 
 def avatar(key: str) -> str:
     return f"af:avatar:{key}"
-
-
-def sid_of(key: str) -> str:
-    """The session id inside a session key (between the braces)."""
-    return key[key.index("{") + 1:key.rindex("}")]
 
 
 # Opens a session at its source: consumer groups on the first data stream, the control stream
@@ -80,7 +100,8 @@ return 1
 # when the data stream no longer exists (the join entry is then retired). Entries deleted while
 # pending are acknowledged and left out (Redis 6 and 7 reply differently for them).
 # KEYS: own hash, data stream, join stream, ctl stream
-# ARGV: consumer, join id, group, ttl ms, liveness key prefix (af:alive:<group>:)
+# ARGV: consumer, join id, group, ttl ms, liveness key prefix (af:{n}:alive:<group>:, the
+# session's shard: the owner's lease key is in the session's slot)
 TAKE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from typing import NamedTuple, Protocol
 
 import redis
-import redis.asyncio as aioredis
 
+from avatarflow.bus import connect
 from avatarflow.contracts.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,12 @@ def _ms(seconds: float) -> int:
 class RedisTenantLedger:
     """The ledger in Redis, shared by every gateway. Raises Unavailable when Redis is."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: connect.AsyncClient) -> None:
         self.redis = client  # the caller's (the bus's) client: it closes it
-        self._open = client.register_script(OPEN)
-        self._renew = client.register_script(RENEW)
-        self._avatar = client.register_script(AVATAR)
-        self._touch = client.register_script(TOUCH)
+        self._open = connect.script(client, OPEN)
+        self._renew = connect.script(client, RENEW)
+        self._avatar = connect.script(client, AVATAR)
+        self._touch = connect.script(client, TOUCH)
 
     async def open_session(self, tenant: str, lease: str, limit: int, lease_s: float) -> bool:
         with _unavailable():
@@ -137,10 +137,14 @@ class RedisTenantLedger:
                                          args=[_ms(lease_s), limit, lease]))
 
     async def renew_sessions(self, leases: Sequence[tuple[str, str]], lease_s: float) -> None:
-        if leases:
-            with _unavailable():
-                await self._renew(keys=[sessions_key(t) for t, _ in leases],
-                                  args=[_ms(lease_s), *(lease for _, lease in leases)])
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, lease in leases:
+            by_tenant.setdefault(tenant, []).append(lease)
+        with _unavailable():
+            # One script run per tenant: each touches one key (one Redis Cluster slot).
+            for tenant, ids in by_tenant.items():
+                await self._renew(keys=[sessions_key(tenant)] * len(ids),
+                                  args=[_ms(lease_s), *ids])
 
     async def close_session(self, tenant: str, lease: str) -> None:
         with _unavailable():

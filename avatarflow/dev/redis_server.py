@@ -77,7 +77,8 @@ class RedisServer(ChildServer):
     """
 
     def __init__(self, *, port: int | None = None, log_dir: str | Path | None = None,
-                 executable: str | None = None, password: str = "") -> None:
+                 executable: str | None = None, password: str = "",
+                 extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(log_dir, "avf-redis-")
         if any(c.isspace() or c == '"' for c in password):
             raise ValueError("the password must not hold spaces or quotes")
@@ -87,6 +88,7 @@ class RedisServer(ChildServer):
         self.log_dir = self._dir
         self.log_path = self.log_dir / "redis.log"
         self._executable = executable
+        self._extra_args = extra_args  # e.g. cluster mode (avatarflow.dev.redis_cluster)
 
     @property
     def url(self) -> str:
@@ -116,7 +118,7 @@ class RedisServer(ChildServer):
             self._spawn([executable, str(self._config()), "--bind", HOST,
                          "--port", str(self.port), "--save", "", "--appendonly", "no",
                          "--daemonize", "no", "--dir", str(self.log_dir),
-                         "--logfile", str(self.log_path)])
+                         "--logfile", str(self.log_path), *self._extra_args])
             if self._wait_until(lambda: _answers_ping(self.port, self.password), timeout,
                                 0.02):
                 return self

@@ -64,6 +64,11 @@ class Settings:
     # acknowledged entries are deleted at once): 512 is 10 s of 20 ms audio chunks, 17 s of
     # frames, at most ~38 MB of 512x768 JPEG frames per picture stream.
     stream_maxlen: int = 512
+    # The bus's shards: a session's keys and the join streams it is announced on all hash to
+    # one shard's slot, so every script touches one slot (Redis Cluster). 0 = 1 on a single
+    # Redis, 16 on a cluster (redis+cluster:// or rediss+cluster:// URLs). Every process of
+    # a deployment must use the same count; the first one records it in Redis.
+    bus_shards: int = 0
     avatar_ttl_s: float = 3600.0  # cached portrait analyses
     frame_budget_ms: float = 500.0  # a frame is late this long after its audio is due
     shed_after_ms: float = 100.0  # shed a frame this far past due if a newer one waits; 0 = off
@@ -74,6 +79,12 @@ class Settings:
     renderer_target: str = f"127.0.0.1:{registry.service('renderer').port}"
     grace_s: float = 5.0  # drain time on SIGTERM
     threads: int = 1  # worker threads for a stage's engine (numpy/cv2)
+    # Co-location: "refiner" on the renderer service runs the refiner in the same process,
+    # frames passed in memory instead of over Redis (one JPEG round trip and one bus hop less).
+    colocate: str = ""
+    # The asyncio event loop of service processes: "uvloop" (libuv, cheaper per socket
+    # operation) or "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
     # -- the bus's Redis: a password (AUTH) and, with a rediss:// URL, the CA that signed the
     # server's certificate plus an optional client certificate and key (Redis mTLS).
     redis_password: str = ""
@@ -122,7 +133,11 @@ class Settings:
             "max_message_mb": 0 < self.max_message_mb <= 256,
             "grace_s": self.grace_s >= 0,
             "threads": self.threads >= 1,
-            "redis_url": self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "redis_url": self.redis_url.startswith(("redis://", "rediss://", "unix://",
+                                                    "redis+cluster://", "rediss+cluster://")),
+            "bus_shards": 0 <= self.bus_shards <= 16384,
+            "colocate": self.colocate in ("", "refiner"),
+            "event_loop": self.event_loop in ("uvloop", "asyncio"),
             "auth": self.auth in ("required", "off"),
             "keys_reload_s": self.keys_reload_s > 0,
             "tls_key": bool(self.tls_cert) == bool(self.tls_key),

@@ -8,6 +8,7 @@ from typing import cast
 
 import numpy as np
 
+from avatarflow.bus import keys
 from avatarflow.bus.streams.queues import SessionQueue, TopicQueue
 from avatarflow.bus.streams.wire import Entry, fields
 from avatarflow.contracts import messages as m
@@ -33,7 +34,7 @@ def _drain(q: TopicQueue) -> list[tuple[str, str, int]]:
 def test_sessions_take_turns() -> None:
     q = TopicQueue(AUDIO, "audio-encoder-workers", join=True)
     for sid in ("a", "b"):
-        s = SessionQueue(sid, started=True)
+        s = SessionQueue(sid, keys.stream(sid, AUDIO), keys.stream(sid, keys.CTL), started=True)
         s.data.extend(_entry(i, _chunk(sid, i)) for i in range(3))
         q.add(s)
     assert [(sid, i) for sid, _, i in _drain(q)] == [
@@ -42,7 +43,7 @@ def test_sessions_take_turns() -> None:
 
 def test_control_waits_for_the_start_then_overtakes_data() -> None:
     q = TopicQueue(AUDIO, "audio-encoder-workers", join=True)
-    s = SessionQueue("a")
+    s = SessionQueue("a", keys.stream("a", AUDIO), keys.stream("a", keys.CTL))
     s.data.extend([_entry(1, m.SessionStart(session_id="a")), _entry(2, _chunk("a", 0)),
                    _entry(3, _chunk("a", 1))])
     s.ctl.append(_entry(4, m.Interrupt(session_id="a", index=9), turn=1))

@@ -9,9 +9,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from avatarflow.bus import keys
+from avatarflow.bus import connect, keys
 from avatarflow.bus.streams import RedisBus
 from avatarflow.contracts import messages as m
+from avatarflow.dev.redis_cluster import RedisClusterServer
 from avatarflow.dev.redis_server import RedisServer
 from avatarflow.runtime.registry import AUDIO, FEATURES
 from avatarflow.runtime.settings import Settings
@@ -19,9 +20,11 @@ from avatarflow.runtime.settings import Settings
 GROUP = "audio-encoder-workers"
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    with RedisServer() as server:
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def redis_url(request: pytest.FixtureRequest):
+    """A single redis-server, then a 3-master Redis Cluster (16 bus shards over its slots)."""
+    server = RedisServer() if request.param == "redis" else RedisClusterServer(masters=3)
+    with server:
         yield server.url
 
 
@@ -29,6 +32,11 @@ def _bus(url: str, service: str, consumer: str) -> RedisBus:
     settings = Settings.load(service, environ={}, redis_url=url, consumer=consumer,
                              heartbeat_ms=50, claim_idle_ms=200)
     return RedisBus(settings, block_ms=20)
+
+
+def _sync(url: str):
+    """A blocking client of ``url`` (a cluster's too)."""
+    return connect.sync_client(Settings.load("gateway", environ={}, redis_url=url))
 
 
 def _chunk(sid: str, i: int) -> m.AudioChunk:
@@ -119,8 +127,6 @@ def test_a_dead_replicas_session_is_taken_over_with_its_state(redis_url: str) ->
 def test_commits_go_on_after_the_server_forgets_its_scripts(redis_url: str) -> None:
     """A Redis that restarted (or was flushed) has lost the bus's scripts: the commit that
     meets NOSCRIPT loads them again and runs, exactly once, with nothing lost."""
-    import redis as sync_redis
-
     async def main() -> None:
         source = _bus(redis_url, "gateway", "gw-f")
         stage = _bus(redis_url, "audio-encoder", "enc-f")
@@ -129,7 +135,7 @@ def test_commits_go_on_after_the_server_forgets_its_scripts(redis_url: str) -> N
         for i in range(4):
             d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
             if i == 2:
-                sync_redis.Redis.from_url(redis_url).script_flush()
+                _sync(redis_url).script_flush()  # every master's, on a cluster
             out = [d.msg] if isinstance(d.msg, m.SessionStart) else [
                 m.AudioFeatures(session_id="s-flush", index=d.msg.index,
                                 features=np.zeros(4, np.float32))]
@@ -141,7 +147,7 @@ def test_commits_go_on_after_the_server_forgets_its_scripts(redis_url: str) -> N
                 got.append(d)
         assert isinstance(got[0].msg, m.SessionStart)
         assert [g.msg.index for g in got[1:]] == [0, 1, 2]
-        pending = await stage.redis.xpending(keys.stream("s-flush", AUDIO), GROUP)
+        pending = await stage.redis.xpending(keys.stream("s-flush", AUDIO, stage.shards), GROUP)
         assert pending["pending"] == 0
         for b in (source, stage, down):
             await b.close()
@@ -209,8 +215,6 @@ def test_a_stage_that_fell_behind_sheds_to_the_newest_frame(redis_url: str) -> N
 def test_source_streams_always_carry_a_lifetime(redis_url: str) -> None:
     """Publishing renews a stream's TTL only now and then (one command per message instead
     of two), yet every stream a source writes expires if the session is abandoned."""
-    import redis as sync_redis
-
     async def main() -> None:
         source = _bus(redis_url, "gateway", "gw-ttl")
         await _open(source, "s-ttl", 20)
@@ -218,9 +222,9 @@ def test_source_streams_always_carry_a_lifetime(redis_url: str) -> None:
         await source.close()
 
     asyncio.run(main())
-    r = sync_redis.Redis.from_url(redis_url)
+    r = _sync(redis_url)
     for topic in (AUDIO, keys.CTL):
-        ttl = r.pttl(keys.stream("s-ttl", topic))
+        ttl = r.pttl(keys.stream("s-ttl", topic, _bus(redis_url, "gateway", "x").shards))
         assert 0 < ttl <= 60_000, (topic, ttl)
 
 
@@ -244,6 +248,7 @@ def test_a_finished_session_leaves_no_key(redis_url: str) -> None:
         return running, left
 
     running, left = asyncio.run(main())
-    assert keys.stream("s-end", AUDIO) in running
-    assert keys.own(GROUP, "s-end") in running
+    shards = _bus(redis_url, "gateway", "x").shards
+    assert keys.stream("s-end", AUDIO, shards) in running
+    assert keys.own(GROUP, "s-end", shards) in running
     assert left == []

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from avatarflow.bus import connect
+from avatarflow.bus import connect, keys
 from avatarflow.bus.base import Bus, Commit, Delivery
 from avatarflow.bus.streams.commits import Committer
 from avatarflow.bus.streams.consumer import Consumer
@@ -18,7 +17,7 @@ from avatarflow.bus.streams.ownership import Ownership
 from avatarflow.bus.streams.producer import Producer
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.contracts import messages as m
-from avatarflow.contracts.errors import Unavailable
+from avatarflow.contracts.errors import InvalidInput, Unavailable
 from avatarflow.runtime.settings import Settings
 
 
@@ -27,7 +26,7 @@ class RedisBus(Bus):
 
     keeps_state = True
 
-    def __init__(self, settings: Settings, *, client: aioredis.Redis | None = None,
+    def __init__(self, settings: Settings, *, client: connect.AsyncClient | None = None,
                  raw_pictures: bool = False, read_count: int = 8, block_ms: int = 50) -> None:
         self.settings = settings
         self.consumer = settings.consumer_name
@@ -39,6 +38,11 @@ class RedisBus(Bus):
                                   block_ms=block_ms)
         self._producer = Producer(self._replica)
         self._committer = Committer(self._replica)
+
+    @property
+    def shards(self) -> int:
+        """The key layout's shard count (avatarflow.bus.keys)."""
+        return self._replica.shards
 
     # -- the source side (the gateway) ---------------------------------------------------
 
@@ -114,12 +118,26 @@ class RedisBus(Bus):
         while True:
             try:
                 await self.redis.ping()
-                return
+                break
             except (OSError, RedisConnectionError) as exc:  # not up yet: try again
                 if loop.time() > end:
                     where = connect.shown_url(self.settings.redis_url)
                     raise Unavailable(f"cannot reach redis at {where}: {exc}") from exc
                 await asyncio.sleep(0.2)
+        await self._agree_on_shards()
+
+    async def _agree_on_shards(self) -> None:
+        """Records this deployment's shard count, or checks it against the one recorded: a
+        process with another count would look for sessions where they are not."""
+        mine = self._replica.shards
+        await self.redis.set(keys.SHARDS, mine, nx=True)
+        recorded = int(await self.redis.get(keys.SHARDS) or mine)
+        if recorded != mine:
+            raise InvalidInput(
+                f"this process uses {mine} bus shard(s) but the deployment on "
+                f"{connect.shown_url(self.settings.redis_url)} uses {recorded}: set "
+                f"AVATARFLOW_BUS_SHARDS={recorded} on every service (or 0 for the default of "
+                "the Redis kind, the same everywhere)")
 
     async def release(self) -> None:
         """Stops taking work and hands this replica's sessions to the others at once."""
@@ -127,5 +145,6 @@ class RedisBus(Bus):
 
     async def close(self) -> None:
         self._replica.draining = True
+        self._consumer.close()
         await self._ownership.close()
         await self.redis.aclose()

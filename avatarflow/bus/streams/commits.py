@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from avatarflow.bus import keys
+from avatarflow.bus import connect, keys
 from avatarflow.bus.base import Commit
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.bus.streams.wire import tier_code
@@ -25,7 +25,7 @@ class Committer:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self._script = replica.redis.register_script(keys.COMMIT)
+        self._script = connect.script(replica.redis, keys.COMMIT)
 
     def prepare(self, outputs: Sequence[m.Message]) -> list[bytes]:
         """The outputs that go on the output stream, encoded (urgent control does not: every
@@ -53,9 +53,10 @@ class Committer:
         for code, data in zip(codes, encoded, strict=True):
             args += [code, d.turn, now, data]
         announce = out_topic in keys.GROUP_OF and out_topic != FRAMES
-        script_keys = [keys.own(d.group, sid), d.stream, keys.stream(sid, out_topic),
-                       keys.join(d.topic), keys.join(out_topic) if announce
-                       else keys.stream(sid, out_topic), keys.stream(sid, d.topic)]
+        out_stream = r.stream(sid, out_topic)
+        script_keys = [r.own(d.group, sid), d.stream, out_stream, r.join_of(sid, d.topic),
+                       r.join_of(sid, out_topic) if announce else out_stream,
+                       r.stream(sid, d.topic)]
         return [len(script_keys), *script_keys,
                 r.consumer, d.group, d.entry_id,
                 "e" if c.ended else ("s" if c.state is not None else "k"), c.state or b"",
@@ -74,7 +75,9 @@ class Committer:
         for attempt in range(2):
             async with redis.pipeline(transaction=False) as p:
                 for i in todo:
-                    p.evalsha(script.sha, *calls[i])
+                    # (the cluster pipeline refuses its evalsha method, not the command: the
+                    # keys of each call are in one slot, so it goes to that slot's node)
+                    p.execute_command("EVALSHA", script.sha, *calls[i])
                 replies = await p.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(todo, replies, strict=True):

@@ -1,17 +1,21 @@
 """The reading side of a replica: a stage reading its input topic, or the gateway reading its
 sessions' final frames.
 
-One XREADGROUP per fetch covers the topic's join stream (new sessions to own) and, for every
+One XREADGROUP per fetch covers the topic's join streams (new sessions to own) and, for every
 owned session, its control stream and its data stream on the topic; the entries land in the
 session's queues (``queues.TopicQueue``), which hand them out in round robin between
-sessions, control first.
+sessions, control first. On a Redis Cluster one command reaches one slot, so there is one
+read per shard instead, each blocking on its own connection and kept in flight across fetches:
+a fetch returns as soon as any shard has entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
@@ -39,6 +43,8 @@ class Consumer:
         self.replica, self.ownership = replica, ownership
         self.read_count, self.block_ms = read_count, block_ms
         self.queues: dict[tuple[str, str], TopicQueue] = {}
+        # Cluster: the read in flight per (topic, group, shard), and the stream names it read.
+        self._reads: dict[tuple[str, str, int], asyncio.Task[Any]] = {}
 
     def queue(self, topic: str, group: str, join: bool) -> TopicQueue:
         """The queue of ``topic`` for ``group``, created (and, for a stage, watched by
@@ -74,7 +80,9 @@ class Consumer:
         """Reads ``topic`` of a session this process opened (the gateway's final frames)."""
         q = self.queue(topic, keys.GROUP_OF[topic], join=False)
         if sid not in q.sessions:
-            q.add(SessionQueue(sid, started=True))
+            r = self.replica
+            q.add(SessionQueue(sid, r.stream(sid, topic), r.stream(sid, keys.CTL),
+                               started=True))
 
     def detach(self, sid: str, topic: str) -> None:
         q = self.queues.get((topic, keys.GROUP_OF[topic]))
@@ -129,40 +137,96 @@ class Consumer:
                 await asyncio.sleep(LEASE_POLL_S)
                 return
             block_ms = min(block_ms, int(left * 1000))
-        streams: dict[KeyT, StreamIdT] = {}
-        if q.join:
-            streams[keys.join(q.topic)] = ">"
-        for sid in q.sessions:
-            if q.join:  # stages read control; the gateway is its source
-                streams[keys.stream(sid, keys.CTL)] = ">"
-            streams[keys.stream(sid, q.topic)] = ">"
-        if not streams:
+        shards = self._streams(q)
+        if not shards:
             await asyncio.sleep(self.block_ms / 1000)
             return
+        if not r.cluster:  # one server: one read covers every shard
+            merged = {k: v for streams in shards.values() for k, v in streams.items()}
+            replies = [await self._read(q, merged, block_ms)]
+        else:
+            replies = await self._read_shards(q, shards, block_ms)
+        for reply in replies:
+            if reply is not None:
+                await self._take_in(q, reply)
+
+    def _streams(self, q: TopicQueue) -> dict[int, dict[KeyT, StreamIdT]]:
+        """What to read, per shard: its join stream (stages), then for each owned session its
+        control stream (stages; the gateway is its source) and its data stream."""
+        r = self.replica
+        shards: dict[int, dict[KeyT, StreamIdT]] = {}
+        if q.join:
+            for shard in range(r.shards):
+                shards[shard] = {keys.join(q.topic, shard): ">"}
+        for s in q.sessions.values():
+            streams = shards.setdefault(keys.shard_of(s.sid, r.shards), {})
+            if q.join:
+                streams[s.ctl_key] = ">"
+            streams[s.data_key] = ">"
+        return shards
+
+    async def _read(self, q: TopicQueue, streams: dict[KeyT, StreamIdT],
+                    block_ms: int) -> list[Any] | None:
+        """One XREADGROUP; None when a stream vanished (its session is then forgotten)."""
+        r = self.replica
         try:
-            reply = await r.redis.xreadgroup(q.group, r.consumer, streams,
-                                             count=self.read_count, block=block_ms)
+            if not r.cluster:
+                return await r.redis.xreadgroup(q.group, r.consumer, streams,
+                                                count=self.read_count, block=block_ms)
+            # Sent straight to the slot's node: redis-py would otherwise ask the server for
+            # the keys of every XREADGROUP (COMMAND GETKEYS), a second round trip each.
+            assert isinstance(r.redis, RedisCluster)
+            node = r.redis.get_node_from_key(str(next(iter(streams))))
+            return await r.redis.execute_command(
+                "XREADGROUP", "GROUP", q.group, r.consumer, "COUNT", self.read_count,
+                "BLOCK", block_ms, "STREAMS", *streams.keys(), *streams.values(),
+                target_nodes=node)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             log.debug("%s: %s", q.group, exc)
             await self._forget_missing(q, str(exc))
-            return
-        for stream, entries in reply or ():
+            return None
+
+    async def _read_shards(self, q: TopicQueue, shards: dict[int, dict[KeyT, StreamIdT]],
+                           block_ms: int) -> list[Any]:
+        """A read in flight for every shard with something to read; waits for the first to
+        answer and returns every answer ready (the others stay in flight)."""
+        for shard, streams in shards.items():
+            key = (q.topic, q.group, shard)
+            if key not in self._reads:
+                self._reads[key] = asyncio.ensure_future(self._read(q, streams, block_ms))
+        mine = {k: t for k, t in self._reads.items() if k[:2] == (q.topic, q.group)}
+        await asyncio.wait(mine.values(), return_when=asyncio.FIRST_COMPLETED)
+        replies = []
+        for k, t in mine.items():
+            if t.done():
+                del self._reads[k]
+                replies.append(t.result())
+        return replies
+
+    async def _take_in(self, q: TopicQueue, reply: list[Any]) -> None:
+        """Hands what a read returned to the sessions' queues (join entries: owns them)."""
+        for stream, entries in reply:
             name = stream.decode()
-            if name == keys.join(q.topic):
+            if ":join:" in name:
                 for entry_id, fields in entries:
-                    await self.ownership.own(q, entry_id, fields)
+                    await self.ownership.own(q, name, entry_id, fields)
                 continue
             s = q.sessions.get(keys.sid_of(name))
-            if s is not None:
-                (s.ctl if name.endswith(":" + keys.CTL) else s.data).extend(entries)
+            if s is not None:  # else: no longer ours (ended, or taken over meanwhile)
+                (s.ctl if name == s.ctl_key else s.data).extend(entries)
+
+    def close(self) -> None:
+        """Cancels the reads in flight (cluster)."""
+        for t in self._reads.values():
+            t.cancel()
+        self._reads.clear()
 
     async def _forget_missing(self, q: TopicQueue, error: str) -> None:
         """A session's stream vanished (expired, or ended elsewhere): stop reading it."""
-        for sid in list(q.sessions):
-            for topic in (q.topic, keys.CTL):
-                key = keys.stream(sid, topic)
+        for sid, s in list(q.sessions.items()):
+            for key in (s.data_key, s.ctl_key):
                 if f"'{key}'" in error or not await self.replica.redis.exists(key):
                     log.warning("%s: session %s: %s is gone; forgetting the session",
                                 q.group, sid, key)

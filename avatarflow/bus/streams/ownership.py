@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from avatarflow.bus import keys
+from avatarflow.bus import connect, keys
 from avatarflow.bus.streams.queues import SessionQueue, TopicQueue
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.bus.streams.wire import Entry
@@ -38,7 +39,7 @@ class Ownership:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self._take_script = replica.redis.register_script(keys.TAKE)
+        self._take_script = connect.script(replica.redis, keys.TAKE)
         self._tasks = TaskGroup(f"bus-{replica.consumer}")
 
     def watch(self, q: TopicQueue) -> None:
@@ -47,56 +48,64 @@ class Ownership:
         self._tasks.spawn(self._claim_loop(q), f"claim-{q.topic}")
 
     async def join(self, q: TopicQueue) -> None:
-        """Creates the join stream's group if needed and resumes the sessions a previous
-        process with our consumer name left pending; done before the first read."""
+        """Creates the join streams' group (one per shard) if needed and resumes the sessions
+        a previous process with our consumer name left pending; done before the first read."""
         r = self.replica
-        join = keys.join(q.topic)
-        try:
-            await r.redis.xgroup_create(join, q.group, id="0", mkstream=True)
-        except RedisError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        pending = await r.redis.xpending_range(join, q.group, min="-", max="+", count=1000,
-                                               consumername=r.consumer)
-        ids = [p["message_id"] for p in pending]
-        entries = await self._entries(join, ids)
-        for entry_id, fields in entries:
-            await self.own(q, entry_id, fields)
-        if entries:
+        for shard in range(r.shards):
+            join = keys.join(q.topic, shard)
+            try:
+                await r.redis.xgroup_create(join, q.group, id="0", mkstream=True)
+            except RedisError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            pending = await r.redis.xpending_range(join, q.group, min="-", max="+",
+                                                   count=1000, consumername=r.consumer)
+            for entry_id, fields in await self._entries(join, [p["message_id"]
+                                                              for p in pending]):
+                await self.own(q, join, entry_id, fields)
+        if q.sessions:
             log.info("%s: resumed %d session(s) a previous process named %s left", q.group,
                      len(q.sessions), r.consumer)
         q.ready = True
 
-    async def own(self, q: TopicQueue, join_id: bytes, fields: dict[bytes, bytes] | None) -> bool:
-        """Takes the session a join entry announces, with its saved state, its turn and what
-        its previous owner had read and not committed; False when it is not ours to take."""
+    async def own(self, q: TopicQueue, join: str, join_id: bytes,
+                  fields: dict[bytes, bytes] | None) -> bool:
+        """Takes the session an entry of join stream ``join`` announces, with its saved
+        state, its turn and what its previous owner had read and not committed; False when it
+        is not ours to take."""
         r = self.replica
         if fields is None:  # trimmed while pending: it announces nothing any more
-            await r.redis.xack(keys.join(q.topic), q.group, join_id)
+            await r.redis.xack(join, q.group, join_id)
             return False
         sid = fields[b"s"].decode()
         if sid in q.sessions:
             return True
+        data, ctl = r.stream(sid, q.topic), r.stream(sid, keys.CTL)
+        shard = keys.shard_of(sid, r.shards)
         got = await self._take_script(
-            keys=[keys.own(q.group, sid), keys.stream(sid, q.topic), keys.join(q.topic),
-                  keys.stream(sid, keys.CTL)],
-            args=[r.consumer, join_id, q.group, r.ttl_ms, keys.alive(q.group, "")])
+            keys=[r.own(q.group, sid), data, join, ctl],
+            args=[r.consumer, join_id, q.group, r.ttl_ms, keys.alive(q.group, "", shard)])
         if got in (b"gone", b"held"):
             log.debug("%s: session %s is %s", q.group, sid, got.decode())
             return False
-        state, turn, ctl, data = got
-        s = SessionQueue(sid, turn=int(turn), restore=state or None, started=bool(state))
-        s.ctl.extend(_entries(ctl))
-        s.data.extend(_entries(data))
+        state, turn, ctl_entries, data_entries = got
+        s = SessionQueue(sid, data, ctl, turn=int(turn), restore=state or None,
+                         started=bool(state))
+        s.ctl.extend(_entries(ctl_entries))
+        s.data.extend(_entries(data_entries))
         q.add(s)
         return True
 
     async def release(self, queues: Iterable[TopicQueue]) -> None:
         """Stops heartbeating, so the other replicas take this one's sessions at once."""
-        self.replica.draining = True
-        for q in queues:
-            if q.join:
-                await self.replica.redis.delete(keys.alive(q.group, self.replica.consumer))
+        r = self.replica
+        r.draining = True
+        async with r.redis.pipeline(transaction=False) as p:
+            for q in queues:
+                if q.join:
+                    for shard in range(r.shards):  # one key per slot: one DEL each
+                        p.delete(keys.alive(q.group, r.consumer, shard))
+            await p.execute()
 
     async def close(self) -> None:
         await self._tasks.__aexit__(None, None, None)
@@ -116,18 +125,29 @@ class Ownership:
         """Renews the lease every heartbeat. After a lapse, reads resume only once the
         sessions still ours are known (``_recheck``)."""
         r = self.replica
-        key = keys.alive(q.group, r.consumer)
+        names = [keys.alive(q.group, r.consumer, shard) for shard in range(r.shards)]
         loop = asyncio.get_running_loop()
         while not r.draining:
             sent = loop.time()
             try:
-                await r.redis.set(key, b"1", px=r.settings.claim_idle_ms)
+                await self._renew(names)
                 if sent > q.lease.until:  # it lapsed (or never held): others may have taken
                     await self._recheck(q)
                 q.lease.renewed(sent + r.settings.claim_idle_ms / 1000)
             except (RedisError, OSError) as exc:  # the lease lapses; retried next beat
                 log.warning("%s: heartbeat failed: %s", q.group, exc)
             await q.lease.until_next_beat(r.settings.heartbeat_ms / 1000)
+
+    async def _renew(self, names: list[str]) -> None:
+        """Sets this replica's lease in every shard (each shard's TAKE checks its own)."""
+        r = self.replica
+        if len(names) == 1:
+            await r.redis.set(names[0], b"1", px=r.settings.claim_idle_ms)
+            return
+        async with r.redis.pipeline(transaction=False) as p:
+            for name in names:
+                p.set(name, b"1", px=r.settings.claim_idle_ms)
+            await p.execute()
 
     async def _recheck(self, q: TopicQueue) -> None:
         """Drops the sessions another replica took while our lease had lapsed."""
@@ -136,7 +156,7 @@ class Ownership:
             return
         async with self.replica.redis.pipeline(transaction=False) as p:
             for sid in sids:
-                p.hget(keys.own(q.group, sid), "owner")
+                p.hget(self.replica.own(q.group, sid), "owner")
             owners = await p.execute()
         for sid, owner in zip(sids, owners, strict=True):
             if owner is not None and owner.decode() != self.replica.consumer:
@@ -147,23 +167,29 @@ class Ownership:
 
     async def _claim_loop(self, q: TopicQueue) -> None:
         r = self.replica
-        join = keys.join(q.topic)
         while not q.ready:
             await asyncio.sleep(r.settings.heartbeat_ms / 1000)
         while not r.draining:
             try:
-                await self._claim_dead(q, join)
+                # Who has sessions pending in each shard: one pipelined round trip.
+                async with r.redis.pipeline(transaction=False) as p:
+                    for shard in range(r.shards):
+                        p.xpending(keys.join(q.topic, shard), q.group)
+                    summaries = await p.execute()
+                for shard, summary in enumerate(summaries):
+                    await self._claim_dead(q, shard, summary)
             except (RedisError, OSError) as exc:  # tried again next beat
                 log.warning("%s: claim pass failed: %s", q.group, exc)
             await asyncio.sleep(r.settings.heartbeat_ms / 1000)
 
-    async def _claim_dead(self, q: TopicQueue, join: str) -> None:
-        """Takes the sessions of every replica of the group whose lease lapsed."""
+    async def _claim_dead(self, q: TopicQueue, shard: int, summary: dict[str, Any]) -> None:
+        """Takes the sessions in ``shard`` of every replica of the group whose lease lapsed
+        (``summary``: the XPENDING summary of the shard's join stream)."""
         r = self.replica
-        summary = await r.redis.xpending(join, q.group)
+        join = keys.join(q.topic, shard)
         for row in summary.get("consumers") or ():
             name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
-            if name == r.consumer or await r.redis.exists(keys.alive(q.group, name)):
+            if name == r.consumer or await r.redis.exists(keys.alive(q.group, name, shard)):
                 continue
             pending = await r.redis.xpending_range(join, q.group, min="-", max="+",
                                                    count=1000, consumername=name)
@@ -171,7 +197,7 @@ class Ownership:
                                                               for p in pending]):
                 if r.draining:
                     return
-                if await self.own(q, entry_id, fields):
+                if await self.own(q, join, entry_id, fields):
                     log.info("%s: took over session %s from %s", q.group,
                              fields[b"s"].decode() if fields else "?", name)
 

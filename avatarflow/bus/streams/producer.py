@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from avatarflow.bus import keys
+from avatarflow.bus import connect, keys
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.bus.streams.wire import fields
 from avatarflow.contracts import messages as m
@@ -21,7 +21,7 @@ class Producer:
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
-        self._open_script = replica.redis.register_script(keys.OPEN)
+        self._open_script = connect.script(replica.redis, keys.OPEN)
         self._expiry_set: dict[str, float] = {}  # stream -> when its lifetime was renewed
 
     async def publish(self, topic: str, msg: m.Message, turn: int) -> None:
@@ -32,11 +32,10 @@ class Producer:
         entry = fields(msg, turn, raw_pictures=r.raw_pictures)
         if isinstance(msg, m.SessionStart):
             await self._open_script(
-                keys=[keys.stream(sid, topic), keys.stream(sid, keys.CTL),
-                      keys.stream(sid, FRAMES), keys.join(topic),
-                      keys.own(keys.GATEWAY_GROUP, sid)],
+                keys=[r.stream(sid, topic), r.stream(sid, keys.CTL), r.stream(sid, FRAMES),
+                      r.join_of(sid, topic), r.own(keys.GATEWAY_GROUP, sid)],
                 args=[keys.GROUP_OF[topic], r.ttl_ms, sid, r.consumer, *keys.STAGE_GROUPS])
-        key = keys.stream(sid, keys.CTL if msg.tier is m.Tier.URGENT else topic)
+        key = r.stream(sid, keys.CTL if msg.tier is m.Tier.URGENT else topic)
         now = time.monotonic()
         if now - self._expiry_set.get(key, -1e9) < r.ttl_ms / 4000:
             # The key's lifetime was renewed moments ago: one command, one round trip.
@@ -47,22 +46,24 @@ class Producer:
                 p.pexpire(key, r.ttl_ms)
                 # The control stream lives while the session does, control sent or not: every
                 # stage reads it, and one that lapsed would end the session on every stage.
-                p.pexpire(keys.stream(sid, keys.CTL), r.ttl_ms)
+                p.pexpire(r.stream(sid, keys.CTL), r.ttl_ms)
                 await p.execute()
             self._expiry_set[key] = now
 
     async def end_session(self, sid: str) -> None:
         """Deletes what is left of a session at its source (control and frames streams)."""
+        r = self.replica
         for topic in (keys.CTL, AUDIO):
-            self._expiry_set.pop(keys.stream(sid, topic), None)
-        await self.replica.redis.delete(
-            keys.stream(sid, keys.CTL), keys.stream(sid, FRAMES), keys.stream(sid, AUDIO),
-            keys.own(keys.GATEWAY_GROUP, sid))
+            self._expiry_set.pop(r.stream(sid, topic), None)
+        # One slot (the session's shard): one DEL, on a cluster too.
+        await r.redis.delete(r.stream(sid, keys.CTL), r.stream(sid, FRAMES),
+                             r.stream(sid, AUDIO), r.own(keys.GATEWAY_GROUP, sid))
 
     async def session_keys(self, sid: str) -> list[str]:
         """Names of the keys in Redis that still hold the session id: what is left of it."""
         pattern = f"*{_glob_escape(sid)}*"
-        return sorted([k.decode() async for k in self.replica.redis.scan_iter(match=pattern)])
+        found = self.replica.redis.scan_iter(match=pattern)  # every master's, on a cluster
+        return sorted({k.decode() if isinstance(k, bytes) else k async for k in found})
 
 
 def _glob_escape(text: str) -> str:

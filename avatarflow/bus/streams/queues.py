@@ -25,6 +25,8 @@ class SessionQueue:
     """One owned session's entries, read and not yet taken."""
 
     sid: str
+    data_key: str  # its data stream on the topic, and its control stream
+    ctl_key: str
     turn: int = 0
     started: bool = False  # its SessionStart was delivered (control waits until then)
     restore: bytes | None = None  # state to hand to the runner with the next delivery
@@ -101,7 +103,7 @@ class TopicQueue:
         kept: deque[Entry] = deque()
         for entry in s.data:
             if stale(entry[1], turn):
-                self.skipped.append((keys.stream(s.sid, self.topic), entry[0]))
+                self.skipped.append((s.data_key, entry[0]))
             else:
                 kept.append(entry)
         s.data = kept
@@ -125,7 +127,7 @@ class TopicQueue:
         while s.data:
             entry = s.data.popleft()
             if stale(entry[1], s.turn):  # barge-in purge
-                self.skipped.append((keys.stream(s.sid, self.topic), entry[0]))
+                self.skipped.append((s.data_key, entry[0]))
                 continue
             d = self._delivery(s, entry, self.topic)
             if d is not None:
@@ -136,7 +138,7 @@ class TopicQueue:
 
     def _delivery(self, s: SessionQueue, entry: Entry, source: str) -> Delivery | None:
         entry_id, fields = entry
-        stream = keys.stream(s.sid, source)
+        stream = s.ctl_key if source == keys.CTL else s.data_key
         if fields is None:  # trimmed while pending
             self.skipped.append((stream, entry_id))
             return None

@@ -40,6 +40,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_embedded --out bench/results
 	$(BIN)/python -m bench.run_cluster --out bench/results
 	$(BIN)/python -m bench.profile_cluster --out bench/results
+	$(BIN)/python -m bench.run_efficiency --out bench/results
+	$(BIN)/python -m bench.run_soak --base 16e695e --out bench/results
 	$(BIN)/python -m bench.run_takeover --out bench/results
 	$(BIN)/python -m bench.run_security --out bench/results
 	$(BIN)/python -m bench.run_gateway_memory --out bench/results

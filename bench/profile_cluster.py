@@ -12,6 +12,8 @@ stage's own work, stage runtime, codec, bus client, asyncio, telemetry, gRPC and
 ``categorise_stack``), and the top functions by self and inclusive time. Threads py-spy cannot
 see (gRPC's C-core threads) show only in the per-thread CPU figures.
 
+The services run on uvloop, as deployed (``--event-loop asyncio`` for the standard loop).
+
 Results: ``bench/results/profile.{md,json}`` and a flame graph per service (an SVG drawn from
 the collapsed stacks, or the stacks as .txt when the SVG would be large) under
 ``bench/results/profile/``.
@@ -55,10 +57,12 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _DISPATCH = ("_run_once", "_run")
 # Leaves where a thread blocks outside the GIL: py-spy's --nonblocking mode cannot tell these
-# from work (it reads no syscall state), so they are counted apart as waiting.
+# from work (it reads no syscall state), so they are counted apart as waiting. On uvloop the
+# loop is C code: a main thread whose leaf is asyncio's Runner.run sits in libuv (epoll, or
+# libuv's own I/O work, which py-spy cannot tell apart; the CPU figures from /proc include it).
 _WAITS = (("select", "selectors.py"), ("poll", "selectors.py"), ("wait", "threading.py"),
           ("run", "threading.py"), ("join", "threading.py"), ("get", "queue.py"),
-          ("_worker", "concurrent/futures/thread.py"))
+          ("_worker", "concurrent/futures/thread.py"), ("run", "asyncio/runners.py"))
 
 
 def frame_file(frame: str) -> tuple[str, str]:
@@ -282,6 +286,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.5, help="seconds before sampling")
     ap.add_argument("--window", type=float, default=8.0, help="seconds sampled")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    ap.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                    help="the services' event loop (AVATARFLOW_EVENT_LOOP)")
     a = ap.parse_args()
     from avatarflow.cli.inputs import astronaut_png, speech_with_pauses
     from avatarflow.dev.cluster import LocalCluster
@@ -293,7 +299,8 @@ def main() -> None:
     out = Path(a.out)
     svg_dir = out / "profile"
     svg_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, LocalCluster() as cluster:
+    env = {"AVATARFLOW_EVENT_LOOP": a.event_loop}
+    with tempfile.TemporaryDirectory() as tmp, LocalCluster(env=env) as cluster:
         rec_dir = Path(tmp)
         astronaut_png(rec_dir / "portrait.png")
         load = asyncio.run(_load(cluster, pcm, rate, a.sessions, a.warmup, a.window, rec_dir,
@@ -319,6 +326,7 @@ def main() -> None:
     results = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "sessions": a.sessions,
                "size": "256x256", "speech_s": a.speech, "pyspy_rate_hz": a.rate,
+               "event_loop": a.event_loop,
                **{k: v for k, v in load.items() if k not in ("cpu_s", "threads_cpu_s")},
                "services": services}
     (out / "profile.json").write_text(json.dumps(results, indent=2))
@@ -330,8 +338,8 @@ def _table(r: dict[str, Any]) -> str:
     """The markdown report: CPU per frame and the category split, then the top-N tables."""
     sv = r["services"]
     total = sum(x["cpu_ms_per_frame"] for x in sv.values())
-    lines = [f"# Cluster profile ({r['sessions']} sessions x {r['size']}, {r['cores']} cores), "
-             f"{r['date']}", "",
+    lines = [f"# Cluster profile ({r['sessions']} sessions x {r['size']}, {r['cores']} cores, "
+             f"{r.get('event_loop', 'asyncio')} event loop), {r['date']}", "",
              f"{r['frames']} frames delivered in the {r['window_s']:.1f} s window "
              f"({r['fps_total']:.1f} fps over all sessions); py-spy at {r['pyspy_rate_hz']} Hz, "
              "non-blocking, Python threads only. CPU is utime+stime of the whole process (all "

@@ -1,6 +1,6 @@
 """``avatarflow up``: the whole distributed stack on this machine, one process per service,
 until Ctrl-C or SIGTERM; a service that dies is started again with backoff, as Kubernetes
-would."""
+would. ``--colocate`` runs the refiner inside the renderer's processes (no refiner process)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from types import FrameType
 from avatarflow.contracts.errors import InvalidInput
 from avatarflow.dev.cluster import (
     GATEWAY,
+    GUEST_STAGE,
+    HOST_STAGE,
     SERVICES,
     STAGE_SERVICES,
     LocalCluster,
@@ -42,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="the profile's weights root, as its publishers lay it out")
     p.add_argument("--timeout", type=float, default=90.0,
                    help="seconds to wait for every service to report SERVING")
+    p.add_argument("--colocate", action="store_true",
+                   help=f"run the {GUEST_STAGE} inside each {HOST_STAGE} process, frames passed "
+                        f"in memory instead of as JPEG over Redis (no {GUEST_STAGE} process; "
+                        f"--replicas {HOST_STAGE}=N scales both)")
     p.add_argument("--no-restart", action="store_true",
                    help="leave a service that dies stopped (default: restart it with backoff, "
                         "0.5 s doubling to 10 s, under the same consumer name)")
@@ -105,6 +111,11 @@ def parse_replicas(items: list[str]) -> dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     """Starts the cluster, waits for a stop signal, stops it; returns 0 after a clean stop."""
     replicas = parse_replicas(args.replicas)
+    colocate = bool(getattr(args, "colocate", False))
+    if colocate and GUEST_STAGE in replicas:
+        raise InvalidInput(f"--colocate runs the {GUEST_STAGE} inside the {HOST_STAGE} "
+                           f"processes: drop {GUEST_STAGE}= from --replicas and scale the "
+                           f"{HOST_STAGE} instead")
     profile, weights = getattr(args, "profile", None), getattr(args, "weights", None)
     if weights and not profile:
         raise InvalidInput("--weights is the root of a profile: name it with --profile")
@@ -121,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     env = gateway_env(args)
     cluster = LocalCluster(replicas=replicas, redis_url=args.redis, log_dir=args.log_dir,
                            gateway_port=args.port, profile=profile, weights_root=weights,
-                           restart=restart, on_restart=_print_restart, env=env)
+                           restart=restart, on_restart=_print_restart, env=env,
+                           colocate=colocate)
     try:
         print(f"starting {sum(cluster.replicas(s) for s in SERVICES)} services, "
               f"logs in {cluster.log_dir}", flush=True)
@@ -141,9 +153,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(cluster: LocalCluster, env: dict[str, str]) -> None:
-    rows = [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
-             f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
-            for s in (GATEWAY, *STAGE_SERVICES) for i in range(cluster.replicas(s))]
+    rows = []
+    for s in (GATEWAY, *STAGE_SERVICES):
+        if s == GUEST_STAGE and cluster.colocate:
+            rows.append((s, f"inside each {HOST_STAGE} process (--colocate)"))
+        rows += [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
+                  f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
+                 for i in range(cluster.replicas(s))]
     rows += [("redis", cluster.redis_url), ("logs", str(cluster.log_dir)),
              ("security", security_line(env))]
     width = max(len(name) for name, _ in rows)

@@ -6,7 +6,8 @@ own log file; the cluster is ready when every process reports SERVING through gr
 With a RestartPolicy, a supervisor thread starts a replica that exits on its own again, under
 the same port and consumer name (as a container restart does), with exponential backoff.
 ``revive`` does the same at once on demand and ``add_replica`` scales a stage out (the kill
-drill, ``avatarflow.dev.drill``).
+drill, ``avatarflow.dev.drill``). With ``colocate=True`` the refiner runs inside the renderer's
+processes (``AVATARFLOW_RENDERER_COLOCATE=refiner``) and has no process of its own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ HOST = "127.0.0.1"
 # A local deployment listens on loopback only and so needs no API keys; ``env`` can ask for
 # them (AVATARFLOW_AUTH=required plus a keys file) or open it up.
 LOCAL_ENV = {"AVATARFLOW_LISTEN_HOST": HOST, "AVATARFLOW_AUTH": "off"}
+# Co-location: the stage that runs the other in its process, and the one it runs.
+HOST_STAGE, GUEST_STAGE = "renderer", "refiner"
+COLOCATE_ENV = {"AVATARFLOW_RENDERER_COLOCATE": GUEST_STAGE}
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +128,31 @@ class LocalCluster:
         restart: restart replicas that exit on their own with this backoff (off when None;
             ``stop()`` and ``restart()`` never count as exits).
         on_restart: called from the supervisor thread for each restart it schedules.
+        colocate: the co-located deployment (issue 13, item 3): each renderer process also
+            runs the refiner, frames passed between them in memory instead of as JPEG over
+            Redis; there are no refiner processes (``replicas`` may not name the refiner, and
+            ``target("refiner")`` and the like raise ClusterError). The renderer's Stage.Status
+            and /metrics report both stages (metrics labelled stage="renderer" and
+            stage="refiner" as before). Everything else, the other hops included, is as in the
+            default deployment, so the two compare like for like (``services`` lists the
+            processes' services either way).
     """
 
     def __init__(self, *, replicas: dict[str, int] | None = None, redis_url: str | None = None,
                  env: dict[str, str] | None = None, log_dir: str | Path | None = None,
                  gateway_port: int | None = None, profile: str | None = None,
                  weights_root: str | Path | None = None, restart: RestartPolicy | None = None,
-                 on_restart: Callable[[RestartEvent], None] | None = None) -> None:
+                 on_restart: Callable[[RestartEvent], None] | None = None,
+                 colocate: bool = False) -> None:
         unknown = set(replicas or {}) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
+        if colocate and GUEST_STAGE in (replicas or {}):
+            raise ValueError(f"colocate=True runs the {GUEST_STAGE} inside the {HOST_STAGE} "
+                             f"processes: scale the {HOST_STAGE} instead")
+        self.colocate = colocate
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
-        self.env = {}
+        self.env = dict(COLOCATE_ENV) if colocate else {}
         if profile:
             profiles.validate(profile, weights_root or "")  # before any process starts
             self.env.update(profiles.environment(profile, weights_root or ""))
@@ -150,7 +167,7 @@ class LocalCluster:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._ports: set[int] = {gateway_port} if gateway_port else set()
-        for service in SERVICES:
+        for service in self.services:
             count = (replicas or {}).get(service, 1)
             if count < 1:
                 raise ValueError(f"{service} needs at least one replica, got {count}")
@@ -169,6 +186,12 @@ class LocalCluster:
         r = self._replicas[service, index] = _Replica(
             service, index, chosen[0], chosen[1], self.log_dir / f"{service}-{index}.log")
         return r
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services that run as processes here, in start order (no refiner when
+        co-located)."""
+        return tuple(s for s in SERVICES if not (self.colocate and s == GUEST_STAGE))
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -205,7 +228,16 @@ class LocalCluster:
     def log_tail(self, service: str, replica: int = 0, n: int = 40) -> str:
         return tail(self.log_path(service, replica), n)
 
+    def _has_processes(self, service: str) -> None:
+        """ClusterError for the stage that has no process of its own here (co-located)."""
+        if self.colocate and service == GUEST_STAGE:
+            raise ClusterError(
+                f"this cluster co-locates the {GUEST_STAGE} with the {HOST_STAGE} "
+                f"(colocate=True): it has no {GUEST_STAGE} process; the {HOST_STAGE}'s "
+                f"Stage.Status and /metrics report both stages")
+
     def _get(self, service: str, replica: int) -> _Replica:
+        self._has_processes(service)
         try:
             return self._replicas[service, replica]
         except KeyError:
@@ -339,6 +371,7 @@ class LocalCluster:
         """Starts one more replica of a stage (scaling out); returns its index once SERVING."""
         if service not in STAGE_SERVICES:
             raise ValueError(f"only stages scale out here, not {service!r}")
+        self._has_processes(service)
         with self._lock:
             r = self._declare(service, self.replicas(service))
             self._spawn(r)

@@ -108,13 +108,13 @@ class StageRunner:
         for d in batch:
             self.stats.hop.add(d, now)
             if d.published_at:
-                self.meter.queue.observe(max(0.0, now - d.published_at))
+                self.meter.received(max(0.0, now - d.published_at))
         if self.offload:
             commits = await asyncio.to_thread(self._process_all, batch)
         else:
             commits = self._process_all(batch)
         oks = await self.bus.commit_many(self.spec.output, commits)
-        self.meter.lag.set(self.bus.backlog(self.spec.input, self.spec.group))
+        self.meter.waiting(lambda: self.bus.backlog(self.spec.input, self.spec.group))
         lost = [c.delivery.msg.session_id for c, ok in zip(commits, oks, strict=True) if not ok]
         for sid in dict.fromkeys([*lost, *self.bus.lost_sessions()]):
             self.stage.end(sid)
@@ -176,7 +176,7 @@ class StageRunner:
         if (self.shed_after_s and now - due > self.shed_after_s
                 and (superseded or self.bus.newer_waiting(d))):
             self.stats.shed += 1
-            self.meter.shed.inc()
+            self.meter.was_shed()
             return msg, SHED
         return msg, RUN
 
@@ -190,14 +190,14 @@ class StageRunner:
 
     def _dropped(self) -> None:
         self.stats.dropped += 1
-        self.meter.dropped.inc()
+        self.meter.was_dropped()
 
     def _commit(self, d: Delivery, msg: m.Message, outs: list[m.Message]) -> Commit:
         sid = msg.session_id
         now = time.time()
         for o in outs:
             if o.deadline and isinstance(o, FRAME_TYPES):
-                self.meter.latency.observe(max(0.0, now - (o.deadline - self.budget_s)))
+                self.meter.left(max(0.0, now - (o.deadline - self.budget_s)))
         ended = session_ended(msg, outs)
         if ended:
             self.stage.end(sid)

@@ -99,9 +99,9 @@ class ServiceRuntime:
             tasks = [asyncio.ensure_future(w) for w in work]
             self._warm = True
             await self.set_full(self._full)
-            log.info("%s serving on port %d%s", self.settings.service, self.port,
-                     "" if self.tls is None else " with mutual TLS" if self.tls.mutual
-                     else " with TLS")
+            log.info("%s serving on port %d%s (%s event loop)", self.settings.service,
+                     self.port, "" if self.tls is None else " with mutual TLS"
+                     if self.tls.mutual else " with TLS", loop_name(loop))
             stopper = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
@@ -125,3 +125,8 @@ class ServiceRuntime:
             if self.health_server is not None:
                 await self.health_server.stop(0)
             tracing.disable()  # flushes the spans still batched for export
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """Which event loop a service runs on, for its start-up line: uvloop or asyncio."""
+    return type(loop).__module__.split(".")[0]

@@ -9,6 +9,11 @@ What "late" means:
   (33.3 ms): a stage that slow cannot keep a 30 fps session fed from one replica;
 - a frame at the gateway is late when it is sent after its deadline (the audio's arrival plus
   the frame budget, ``frame_budget_ms``).
+
+The per-frame stage metrics (``StageMeter``) are recorded only while someone can read them:
+``serve`` (a service with a metrics port) or ``record(True)`` (a program serving the default
+registry itself) turns them on. Off, each costs one flag check: the embedded pipeline and a
+service started with ``metrics_port=-1`` pay nothing for them.
 """
 
 from __future__ import annotations
@@ -70,8 +75,22 @@ TRITON_REQUEST = Histogram("avatarflow_triton_request_seconds",
 # nv_inference_queue_duration_us and nv_inference_compute_infer_duration_us.
 
 
+_recording = False  # whether StageMeter records (see the module doc)
+
+
+def record(on: bool) -> None:
+    """Turns the per-frame stage metrics on or off for this process."""
+    global _recording
+    _recording = on
+
+
+def recording() -> bool:
+    return _recording
+
+
 class StageMeter:
-    """The metrics of one stage, labels bound once."""
+    """The metrics of one stage, labels bound once; every method is a no-op while the
+    process is not recording."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -86,11 +105,36 @@ class StageMeter:
 
     def processed(self, seconds_per_frame: float, frames: int) -> None:
         """``frames`` frames came out of work that took ``seconds_per_frame`` each."""
+        if not _recording:
+            return
+        self.frames.inc(frames)
         for _ in range(frames):
-            self.frames.inc()
             self.process.observe(seconds_per_frame)
-            if seconds_per_frame > FRAME_BUDGET_S:
-                self.late.inc()
+        if seconds_per_frame > FRAME_BUDGET_S:
+            self.late.inc(frames)
+
+    def received(self, queue_s: float) -> None:
+        """A message arrived ``queue_s`` after it was published upstream."""
+        if _recording:
+            self.queue.observe(queue_s)
+
+    def left(self, latency_s: float) -> None:
+        """A frame leaves the stage ``latency_s`` after its audio arrived."""
+        if _recording:
+            self.latency.observe(latency_s)
+
+    def waiting(self, count: Callable[[], int]) -> None:
+        """The stream lag gauge, set to ``count()`` (not called while off)."""
+        if _recording:
+            self.lag.set(count())
+
+    def was_shed(self) -> None:
+        if _recording:
+            self.shed.inc()
+
+    def was_dropped(self) -> None:
+        if _recording:
+            self.dropped.inc()
 
 
 def track_sessions(service: str, count: Callable[[], int]) -> None:
@@ -99,5 +143,7 @@ def track_sessions(service: str, count: Callable[[], int]) -> None:
 
 
 def serve(port: int) -> None:
-    """Serves ``/metrics`` on ``port`` in a daemon thread (the default registry)."""
+    """Serves ``/metrics`` on ``port`` in a daemon thread (the default registry), and
+    records the per-frame stage metrics from now on."""
     start_http_server(port, registry=REGISTRY)
+    record(True)

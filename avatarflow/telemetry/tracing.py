@@ -23,6 +23,9 @@ from avatarflow.runtime import registry
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on
 _provider: Any = None
+# While on: the W3C propagator and opentelemetry.trace, looked up once rather than per span.
+_propagator: Any = None
+_trace: Any = None
 # The span each service opens per message it handles, declared with the service.
 SPAN_NAMES = {s.name: s.span for s in registry.SERVICES}
 SEND = "send"
@@ -74,17 +77,21 @@ def _exporter(name: str) -> Any:
 def enable(provider: Any) -> None:
     """Traces into ``provider`` (an SDK TracerProvider; tests pass one with an in-memory
     exporter)."""
-    global _tracer, _provider
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    global _tracer, _provider, _propagator, _trace
     _provider = provider
+    _propagator, _trace = TraceContextTextMapPropagator(), trace
     _tracer = provider.get_tracer("avatarflow")
 
 
 def disable() -> None:
     """Stops tracing, flushing what was recorded."""
-    global _tracer, _provider
+    global _tracer, _provider, _propagator, _trace
     if _provider is not None:
         _provider.shutdown()
-    _tracer = _provider = None
+    _tracer = _provider = _propagator = _trace = None
 
 
 def enabled() -> bool:
@@ -96,10 +103,8 @@ def start(name: str, msg: m.Message, parent: str = "") -> Any:
     tracing is off."""
     if _tracer is None:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {"traceparent": msg.traceparent or parent}
-    context = TraceContextTextMapPropagator().extract(carrier) if carrier["traceparent"] else None
+    context = _propagator.extract(carrier) if carrier["traceparent"] else None
     return _tracer.start_span(name, context=context, attributes={
         "avatarflow.session_id": msg.session_id, "avatarflow.frame": msg.index,
         "avatarflow.message": type(msg).__name__})
@@ -121,11 +126,8 @@ def finish(span: Any, outputs: Iterable[m.Message] = ()) -> None:
 
 
 def traceparent_of(span: Any) -> str:
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
+    _propagator.inject(carrier, context=_trace.set_span_in_context(span))
     return carrier.get("traceparent", "")
 
 

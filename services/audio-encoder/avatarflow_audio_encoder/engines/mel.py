@@ -157,9 +157,13 @@ class MelSession:
     def _frame(self, i: int) -> np.ndarray:
         c = self._at(i + 0.5) - self._start
         seg = self._buf[c - REACH:c + REACH]
-        frames = np.stack([seg[k * HOP:k * HOP + WIN] for k in range(3)]) * self._window
+        # The three windows as one strided view of the samples (no copy before the windowing)
+        frames = np.ndarray((3, WIN), seg.dtype, buffer=seg,
+                            strides=(HOP * seg.itemsize, seg.itemsize)) * self._window
         power = np.abs(np.fft.rfft(frames, N_FFT, axis=1)) ** 2
-        mel = np.log10(np.maximum(self._filterbank @ power.mean(axis=0), LOG_FLOOR))
+        # add.reduce / 3 is what mean computes, minus its Python-level dispatch
+        mel = np.log10(np.maximum(self._filterbank @ (np.add.reduce(power, axis=0) / 3),
+                                  LOG_FLOOR))
         flux = float(np.add.reduce(np.maximum(mel - self._prev_mel, 0.0))) / mel.size
         self._prev_mel = mel
         own = self._buf[self._at(i) - self._start:self._at(i + 1) - self._start]

@@ -70,6 +70,17 @@ class Body:
         self._gap = max(1, round(p.gesture_gap_s * fps))
         self._since = self._gap
 
+    # The patterns follow from the parameters: a snapshot (taken after every frame) leaves
+    # them out, a third of its arrays, and a restored body rebuilds them.
+    def __getstate__(self) -> dict:
+        s = self.__dict__.copy()
+        del s["_patterns"]
+        return s
+
+    def __setstate__(self, s: dict) -> None:
+        self.__dict__.update(s)
+        self._patterns = _patterns(self.p)
+
     def update(self, n: int, yaw: float, roll: float, stress: float,
                u_side: float, u_amp: float) -> tuple[np.ndarray, np.ndarray]:
         """Frame ``n`` -> (B x 3 deltas, curl per hand 0..1)."""

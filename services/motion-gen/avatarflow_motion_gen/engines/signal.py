@@ -50,6 +50,9 @@ _BASIS = EXPRESSION_BASIS.reshape(len(EXPRESSIONS), -1)  # as motion.head_templa
 _WRISTS = np.array(WRISTS)[:, None]  # 2 x 1: picks the wrist under each hand
 _DRAWS = 8  # uniforms per frame: 3 blink, 3 jitter, 2 gesture
 _SNAP = 1e-3  # eased controls land exactly on their target from this close
+# The engine drives no implicit offsets: every frame shares one read-only array of zeros.
+_NO_OFFSET = np.zeros((K, 3), dtype=np.float32)
+_NO_OFFSET.flags.writeable = False
 
 
 def emotion_offset(emotion: str) -> np.ndarray:
@@ -156,7 +159,7 @@ class SignalSession:
             scale=float(np.float32(1.0 + amp * (scale - 1.0))),
             expression=expr,
             head_template=HEAD_TEMPLATE + (expr @ _BASIS).reshape(K, 3),
-            head_offset=np.zeros((K, 3), dtype=np.float32),
+            head_offset=_NO_OFFSET,
             body=body,
             hands=hands,
         )

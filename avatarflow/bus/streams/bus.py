@@ -147,4 +147,5 @@ class RedisBus(Bus):
         self._replica.draining = True
         self._consumer.close()
         await self._ownership.close()
+        await self._replica.close_lanes()
         await self.redis.aclose()

@@ -72,13 +72,17 @@ class Committer:
         redis, script = self.replica.redis, self._script
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
+        lane = self.replica.lane("commit")
         for attempt in range(2):
-            async with redis.pipeline(transaction=False) as p:
-                for i in todo:
-                    # (the cluster pipeline refuses its evalsha method, not the command: the
-                    # keys of each call are in one slot, so it goes to that slot's node)
-                    p.execute_command("EVALSHA", script.sha, *calls[i])
-                replies = await p.execute(raise_on_error=False)
+            if lane is not None:
+                replies = await lane.run([["EVALSHA", script.sha, *calls[i]] for i in todo])
+            else:
+                async with redis.pipeline(transaction=False) as p:
+                    for i in todo:
+                        # (the cluster pipeline refuses its evalsha method, not the command:
+                        # the keys of each call are in one slot, so it goes to their node)
+                        p.execute_command("EVALSHA", script.sha, *calls[i])
+                    replies = await p.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, NoScriptError) and attempt == 0:

@@ -21,6 +21,8 @@ from redis.typing import KeyT, StreamIdT
 
 from avatarflow.bus import keys
 from avatarflow.bus.base import Delivery
+from avatarflow.bus.streams.lane import Arg
+from avatarflow.bus.streams.lane import entries as lane_entries
 from avatarflow.bus.streams.ownership import Ownership
 from avatarflow.bus.streams.queues import SessionQueue, TopicQueue
 from avatarflow.bus.streams.replica import Replica
@@ -117,12 +119,19 @@ class Consumer:
         r = self.replica
         if q.skipped:
             skipped, q.skipped = q.skipped, []
-            async with r.redis.pipeline(transaction=False) as p:
-                for stream, entry_id in skipped:
-                    p.xack(stream, q.group, entry_id)
-                    if not stream.endswith(":" + keys.CTL):  # only this group reads it
-                        p.xdel(stream, entry_id)
-                await p.execute()
+            commands: list[list[Arg]] = []
+            for stream, entry_id in skipped:
+                commands.append(["XACK", stream, q.group, entry_id])
+                if not stream.endswith(":" + keys.CTL):  # only this group reads it
+                    commands.append(["XDEL", stream, entry_id])
+            lane = r.lane(f"read:{q.topic}:{q.group}")
+            if lane is not None:
+                await lane.run(commands)
+            else:
+                async with r.redis.pipeline(transaction=False) as p:
+                    for c in commands:
+                        p.execute_command(*c)
+                    await p.execute()
         if r.draining:
             await asyncio.sleep(self.block_ms / 1000)
             return
@@ -169,18 +178,18 @@ class Consumer:
                     block_ms: int) -> list[Any] | None:
         """One XREADGROUP; None when a stream vanished (its session is then forgotten)."""
         r = self.replica
+        command: list[Arg] = ["XREADGROUP", "GROUP", q.group, r.consumer,
+                              "COUNT", self.read_count, "BLOCK", block_ms, "STREAMS",
+                              *map(str, streams), *map(str, streams.values())]
         try:
-            if not r.cluster:
-                return await r.redis.xreadgroup(q.group, r.consumer, streams,
-                                                count=self.read_count, block=block_ms)
+            lane = r.lane(f"read:{q.topic}:{q.group}")
+            if lane is not None:
+                return lane_entries(await lane.call(*command))
             # Sent straight to the slot's node: redis-py would otherwise ask the server for
             # the keys of every XREADGROUP (COMMAND GETKEYS), a second round trip each.
             assert isinstance(r.redis, RedisCluster)
             node = r.redis.get_node_from_key(str(next(iter(streams))))
-            return await r.redis.execute_command(
-                "XREADGROUP", "GROUP", q.group, r.consumer, "COUNT", self.read_count,
-                "BLOCK", block_ms, "STREAMS", *streams.keys(), *streams.values(),
-                target_nodes=node)
+            return await r.redis.execute_command(*command, target_nodes=node)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

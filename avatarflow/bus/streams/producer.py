@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 
+from redis.exceptions import ResponseError
+
 from avatarflow.bus import connect, keys
+from avatarflow.bus.streams.lane import Arg
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.bus.streams.wire import fields
 from avatarflow.contracts import messages as m
@@ -37,17 +40,31 @@ class Producer:
                 args=[keys.GROUP_OF[topic], r.ttl_ms, sid, r.consumer, *keys.STAGE_GROUPS])
         key = r.stream(sid, keys.CTL if msg.tier is m.Tier.URGENT else topic)
         now = time.monotonic()
-        if now - self._expiry_set.get(key, -1e9) < r.ttl_ms / 4000:
-            # The key's lifetime was renewed moments ago: one command, one round trip.
+        # The key's lifetime was renewed moments ago: one command. Otherwise renew it too,
+        # and the control stream's: it lives while the session does, control sent or not
+        # (every stage reads it; one that lapsed would end the session on every stage).
+        renew = now - self._expiry_set.get(key, -1e9) >= r.ttl_ms / 4000
+        lane = r.lane("publish")
+        if lane is not None:
+            xadd: list[Arg] = ["XADD", key, "MAXLEN", "~", r.settings.stream_maxlen, "*"]
+            for name, value in entry.items():
+                xadd += (name, value)  # type: ignore[arg-type]
+            commands: list[list[Arg]] = [xadd]
+            if renew:
+                commands += [["PEXPIRE", key, r.ttl_ms],
+                             ["PEXPIRE", r.stream(sid, keys.CTL), r.ttl_ms]]
+            for reply in await lane.run(commands):
+                if isinstance(reply, ResponseError):
+                    raise reply
+        elif not renew:
             await r.redis.xadd(key, entry, maxlen=r.settings.stream_maxlen, approximate=True)
         else:
             async with r.redis.pipeline(transaction=False) as p:
                 p.xadd(key, entry, maxlen=r.settings.stream_maxlen, approximate=True)
                 p.pexpire(key, r.ttl_ms)
-                # The control stream lives while the session does, control sent or not: every
-                # stage reads it, and one that lapsed would end the session on every stage.
                 p.pexpire(r.stream(sid, keys.CTL), r.ttl_ms)
                 await p.execute()
+        if renew:
             self._expiry_set[key] = now
 
     async def end_session(self, sid: str) -> None:

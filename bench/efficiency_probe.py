@@ -1,6 +1,6 @@
 """One efficiency measurement in a fresh process, for ``bench.run_efficiency``.
 
-``python bench/efficiency_probe.py embedded|cluster|colocated --sessions N --mode M --size WxH
+``python bench/efficiency_probe.py embedded|cluster|colocated|fused --sessions N --mode M --size WxH
 --json-out F`` runs N sessions of the same speech at the same output size, paced in real time
 in 20 ms chunks, and meters CPU (utime + stime, all threads) over a steady window after a
 warm-up:
@@ -13,6 +13,8 @@ warm-up:
   not counted) separately.
 - colocated: the same with ``LocalCluster(colocate=True)`` (the refiner inside the renderer
   process); reported as skipped when this tree's LocalCluster has no such parameter.
+- fused: the same with ``LocalCluster(colocate=("motion-gen", "refiner"))`` (motion-gen
+  inside the audio-encoder process too); skipped where this tree cannot co-locate motion-gen.
 
 CPU per frame = CPU seconds in the window / frames delivered in it. Every process should run
 one engine thread, as the services do: ``bench.run_efficiency`` sets OMP_NUM_THREADS and the
@@ -38,6 +40,7 @@ FPS = 30.0
 CHUNK_S = 0.02
 TAIL_S = 1.5  # speech after the window, so no session ends inside it
 TICK = os.sysconf("SC_CLK_TCK")
+FUSED_GUEST = "motion-gen"  # co-located in the fused layout besides the refiner
 
 
 def cpu_s(pid: int) -> float:
@@ -208,13 +211,18 @@ async def _cluster_load(target: str, args: argparse.Namespace, image: bytes, pcm
 
 def _cluster(args: argparse.Namespace, image: bytes, pcm: np.ndarray,
              rate: int) -> dict[str, Any]:
+    from avatarflow.dev import cluster as local
     from avatarflow.dev.cluster import SERVICES, LocalCluster
 
     options: dict[str, Any] = {}
-    if args.what == "colocated":
+    if args.what in ("colocated", "fused"):
         if "colocate" not in inspect.signature(LocalCluster).parameters:
             return {"skipped": "this tree's LocalCluster has no colocate parameter yet"}
         options["colocate"] = True
+    if args.what == "fused":
+        if FUSED_GUEST not in getattr(local, "COLOCATE_HOSTS", {}):
+            return {"skipped": "this tree's LocalCluster cannot co-locate motion-gen yet"}
+        options["colocate"] = (FUSED_GUEST, "refiner")
     with LocalCluster(**options) as cluster:
         # A co-located refiner has no process of its own (``services`` leaves it out).
         groups = {s: [pid] for s in getattr(cluster, "services", SERVICES)
@@ -231,7 +239,7 @@ def _cluster(args: argparse.Namespace, image: bytes, pcm: np.ndarray,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("embedded", "cluster", "colocated"))
+    ap.add_argument("what", choices=("embedded", "cluster", "colocated", "fused"))
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--mode", default="head")
     ap.add_argument("--size", default="256x256")

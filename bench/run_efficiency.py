@@ -9,12 +9,14 @@ warm-up and divides by the frames delivered in it:
 - cluster: LocalCluster (redis-server + every service process), sessions through the public
   gRPC API; per process, redis-server included, the client shown but not counted;
 - colocated: the cluster with the refiner inside the renderer process
-  (``LocalCluster(colocate=True)``), skipped with a note where the tree lacks it.
+  (``LocalCluster(colocate=True)``), skipped with a note where the tree lacks it;
+- fused: the cluster with motion-gen inside the audio-encoder process too
+  (``LocalCluster(colocate=("motion-gen", "refiner"))``), skipped likewise.
 
 Sizes: 256x256 (head, 4 sessions) and 512x768 (upper-body, 2 sessions) by default, few enough
 that the machine is not saturated (CPU per frame grows past saturation: queues, shedding);
 a measurement that delivered under 97% of its frames is marked saturated. Repetitions run
-interleaved (embedded, cluster, colocated, embedded, ...) so each layout sees the same
+interleaved (embedded, cluster, colocated, fused, embedded, ...) so each layout sees the same
 machine noise; the tables show medians. Writes bench/results/efficiency.{json,md}.
 """
 
@@ -33,7 +35,8 @@ from typing import Any
 from bench.compare import ROOT, CompareError, _machine, _terminate_as_exit, run_probe
 
 PROBE = Path(__file__).resolve().parent / "efficiency_probe.py"
-KINDS = ("embedded", "cluster", "colocated")
+KINDS = ("embedded", "cluster", "colocated", "fused")
+CLUSTERS = KINDS[1:]  # the distributed layouts, each compared with embedded
 NOT_COUNTED = ("client",)  # the load generator: shown, not part of the deployment's cost
 SATURATED = 0.97  # delivered / expected frames below this: CPU per frame is not comparable
 TARGET_RATIO = 1.5  # issue 13: cluster within 1.5x of embedded at 256x256
@@ -82,7 +85,7 @@ def summarize(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]
                     s: median(r["stages_median_ms"][s] for r in ok)
                     for s in ok[0]["stages_median_ms"]}
         base = rows.get("embedded", {}).get("total")
-        for kind in ("cluster", "colocated"):
+        for kind in CLUSTERS:
             if base and "total" in rows.get(kind, {}):
                 rows[kind]["ratio"] = rows[kind]["total"] / base
         out[size] = rows
@@ -149,6 +152,20 @@ def main() -> None:
     print(f"wrote {out_dir / 'efficiency.json'} and {out_dir / 'efficiency.md'}")
 
 
+def _savings(rows: dict[str, Any]) -> list[str]:
+    """What each co-located layout saves against the separate cluster, when both ran."""
+    split = rows.get("cluster", {})
+    out: list[str] = []
+    for kind, what in (("colocated", "Co-location (renderer+refiner)"),
+                       ("fused", "Fusing both pairs")):
+        joined = rows.get(kind, {})
+        if "total" in split and "total" in joined:
+            saved = split["total"] - joined["total"]
+            out.append(f"{what} saves {saved:.2f} ms per frame "
+                       f"({saved / split['total']:.0%} of the cluster's CPU).")
+    return ["", *out] if out else []
+
+
 def table(r: dict[str, Any]) -> str:
     """The markdown report: one table per size, per process and in total, with the ratios."""
     m = r["machine"]
@@ -183,11 +200,7 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {kind} | " + " | ".join(cells) + f" | **{row['total']:.2f}** | "
                          f"{ratio} | {row['cores_used']:.2f} | {row['delivered']:.1%}{flag} | "
                          f"{row['unrefined']:.1%} |")
-        split, joined = rows.get("cluster", {}), rows.get("colocated", {})
-        if "total" in split and "total" in joined:
-            saved = split["total"] - joined["total"]
-            lines += ["", f"Co-location saves {saved:.2f} ms per frame "
-                      f"({saved / split['total']:.0%} of the cluster's CPU)."]
+        lines += _savings(rows)
         stages = rows.get("embedded", {}).get("stages_median_ms")
         if stages:
             lines += ["", "Embedded stage work, median ms per frame: "

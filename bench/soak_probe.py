@@ -1,8 +1,9 @@
 """One soak step in a fresh process, for ``bench.run_soak``: N sessions held on a fresh cluster.
 
-``python soak_probe.py --layout separate|colocated --sessions N --minutes M --json-out F``
-starts this tree's LocalCluster (co-located: ``LocalCluster(colocate=True)``, reported as
-skipped where the tree lacks it), registers the portrait and holds N sessions for M minutes
+``python soak_probe.py --layout separate|colocated|fused --sessions N --minutes M --json-out
+F`` starts this tree's LocalCluster (co-located: ``LocalCluster(colocate=True)``; fused:
+``LocalCluster(colocate=("motion-gen", "refiner"))``; each reported as skipped where the tree
+lacks it), registers the portrait and holds N sessions for M minutes
 each, the speech looped and paced in real time in 20 ms chunks through the public API. It
 counts, per session and in all:
 
@@ -147,11 +148,16 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
     # What the machine holds, not what the gateway admits: its session limit (derived from
     # a measured capacity) must not end a step early.
     options: dict[str, Any] = {"env": {"AVATARFLOW_GATEWAY_MAX_SESSIONS": "1000"}}
-    if a.layout == "colocated":
+    if a.layout in ("colocated", "fused"):
         if "colocate" not in inspect.signature(local.LocalCluster).parameters:
             return {"skipped": "this tree's LocalCluster has no colocate parameter",
                     "modules": cp._loaded_modules()}
         options["colocate"] = True
+    if a.layout == "fused":
+        if "motion-gen" not in getattr(local, "COLOCATE_HOSTS", {}):
+            return {"skipped": "this tree's LocalCluster cannot co-locate motion-gen",
+                    "modules": cp._loaded_modules()}
+        options["colocate"] = ("motion-gen", "refiner")
     api = cp._Api()
     w, h = (int(v) for v in a.size.split("x"))
     speech, rate = inputs.speech_with_pauses()
@@ -200,7 +206,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layout", choices=("separate", "colocated"), default="separate")
+    ap.add_argument("--layout", choices=("separate", "colocated", "fused"), default="separate")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--size", default="512x768", help="upper-body WxH")

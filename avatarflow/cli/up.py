@@ -1,6 +1,7 @@
 """``avatarflow up``: the whole distributed stack on this machine, one process per service,
 until Ctrl-C or SIGTERM; a service that dies is started again with backoff, as Kubernetes
-would. ``--colocate`` runs the refiner inside the renderer's processes (no refiner process)."""
+would. ``--colocate`` runs the refiner inside the renderer's processes (no refiner process);
+``--colocate motion-gen`` motion-gen inside the audio-encoder's, ``--colocate all`` both."""
 
 from __future__ import annotations
 
@@ -12,20 +13,22 @@ from types import FrameType
 
 from avatarflow.contracts.errors import InvalidInput
 from avatarflow.dev.cluster import (
+    COLOCATE_HOSTS,
     GATEWAY,
-    GUEST_STAGE,
-    HOST_STAGE,
     SERVICES,
     STAGE_SERVICES,
     LocalCluster,
     RestartEvent,
     RestartPolicy,
+    guests,
 )
 from avatarflow.dev.net import port_is_free
 from avatarflow.runtime import registry
 from avatarflow.runtime.profiles import PROFILES
 
 DEFAULT_PORT = registry.GATEWAY.port
+# --colocate's choices: one guest stage, or every one (bare --colocate: the refiner).
+COLOCATE_CHOICES = {**{g: (g,) for g in COLOCATE_HOSTS}, "all": tuple(COLOCATE_HOSTS)}
 
 
 class _Stop(Exception):
@@ -44,10 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="the profile's weights root, as its publishers lay it out")
     p.add_argument("--timeout", type=float, default=90.0,
                    help="seconds to wait for every service to report SERVING")
-    p.add_argument("--colocate", action="store_true",
-                   help=f"run the {GUEST_STAGE} inside each {HOST_STAGE} process, frames passed "
-                        f"in memory instead of as JPEG over Redis (no {GUEST_STAGE} process; "
-                        f"--replicas {HOST_STAGE}=N scales both)")
+    p.add_argument("--colocate", nargs="?", const="refiner", choices=sorted(COLOCATE_CHOICES),
+                   help="run a stage inside the processes of the stage before it, messages "
+                        "passed in memory instead of over Redis: refiner (the default) inside "
+                        "each renderer (frames as pixels, not JPEG), motion-gen inside each "
+                        "audio-encoder, or all of them; the guest has no process and "
+                        "--replicas HOST=N scales both")
     p.add_argument("--no-restart", action="store_true",
                    help="leave a service that dies stopped (default: restart it with backoff, "
                         "0.5 s doubling to 10 s, under the same consumer name)")
@@ -111,11 +116,12 @@ def parse_replicas(items: list[str]) -> dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     """Starts the cluster, waits for a stop signal, stops it; returns 0 after a clean stop."""
     replicas = parse_replicas(args.replicas)
-    colocate = bool(getattr(args, "colocate", False))
-    if colocate and GUEST_STAGE in replicas:
-        raise InvalidInput(f"--colocate runs the {GUEST_STAGE} inside the {HOST_STAGE} "
-                           f"processes: drop {GUEST_STAGE}= from --replicas and scale the "
-                           f"{HOST_STAGE} instead")
+    colocate = colocated(getattr(args, "colocate", None))
+    for guest in colocate:
+        if guest in replicas:
+            host = COLOCATE_HOSTS[guest]
+            raise InvalidInput(f"--colocate runs the {guest} inside the {host} processes: "
+                               f"drop {guest}= from --replicas and scale the {host} instead")
     profile, weights = getattr(args, "profile", None), getattr(args, "weights", None)
     if weights and not profile:
         raise InvalidInput("--weights is the root of a profile: name it with --profile")
@@ -152,11 +158,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def colocated(choice: bool | str | None) -> tuple[str, ...]:
+    """The stages ``--colocate [CHOICE]`` runs inside another's processes (True: bare)."""
+    if choice is None or isinstance(choice, bool):
+        return guests(bool(choice))
+    if choice not in COLOCATE_CHOICES:
+        raise InvalidInput(f"--colocate {choice!r}: choose from "
+                           f"{', '.join(sorted(COLOCATE_CHOICES))}")
+    return COLOCATE_CHOICES[choice]
+
+
 def _print_table(cluster: LocalCluster, env: dict[str, str]) -> None:
     rows = []
     for s in (GATEWAY, *STAGE_SERVICES):
-        if s == GUEST_STAGE and cluster.colocate:
-            rows.append((s, f"inside each {HOST_STAGE} process (--colocate)"))
+        if s in cluster.colocate:
+            rows.append((s, f"inside each {cluster.runs_in(s)} process (--colocate)"))
         rows += [(f"{s}-{i}" if cluster.replicas(s) > 1 else s,
                   f"{cluster.target(s, i)}  metrics {cluster.metrics_url(s, i)}")
                  for i in range(cluster.replicas(s))]

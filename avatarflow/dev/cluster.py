@@ -6,8 +6,10 @@ own log file; the cluster is ready when every process reports SERVING through gr
 With a RestartPolicy, a supervisor thread starts a replica that exits on its own again, under
 the same port and consumer name (as a container restart does), with exponential backoff.
 ``revive`` does the same at once on demand and ``add_replica`` scales a stage out (the kill
-drill, ``avatarflow.dev.drill``). With ``colocate=True`` the refiner runs inside the renderer's
-processes (``AVATARFLOW_RENDERER_COLOCATE=refiner``) and has no process of its own.
+drill, ``avatarflow.dev.drill``). Co-located stages run inside the processes of the stage
+before them and have no process of their own: ``colocate=True`` the refiner inside the
+renderer's (``AVATARFLOW_RENDERER_COLOCATE=refiner``), ``colocate=("motion-gen", "refiner")``
+motion-gen inside the audio-encoder's too (the fused layout).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,9 +42,12 @@ HOST = "127.0.0.1"
 # A local deployment listens on loopback only and so needs no API keys; ``env`` can ask for
 # them (AVATARFLOW_AUTH=required plus a keys file) or open it up.
 LOCAL_ENV = {"AVATARFLOW_LISTEN_HOST": HOST, "AVATARFLOW_AUTH": "off"}
-# Co-location: the stage that runs the other in its process, and the one it runs.
-HOST_STAGE, GUEST_STAGE = "renderer", "refiner"
-COLOCATE_ENV = {"AVATARFLOW_RENDERER_COLOCATE": GUEST_STAGE}
+# Co-location: each stage that can run inside another's processes (a guest) and that host,
+# the stage whose output it reads (avatarflow.runtime.stage_service.colocated).
+COLOCATE_HOSTS = {guest: next(s.name for s in registry.PIPELINE
+                              if s.output == registry.stage(guest).input)
+                  for guest in ("motion-gen", "refiner")}
+DEFAULT_GUESTS = ("refiner",)  # colocate=True: the renderer runs the refiner
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +133,16 @@ class LocalCluster:
         restart: restart replicas that exit on their own with this backoff (off when None;
             ``stop()`` and ``restart()`` never count as exits).
         on_restart: called from the supervisor thread for each restart it schedules.
-        colocate: the co-located deployment (issue 13, item 3): each renderer process also
-            runs the refiner, frames passed between them in memory instead of as JPEG over
-            Redis; there are no refiner processes (``replicas`` may not name the refiner, and
-            ``target("refiner")`` and the like raise ClusterError). The renderer's Stage.Status
-            and /metrics report both stages (metrics labelled stage="renderer" and
-            stage="refiner" as before). Everything else, the other hops included, is as in the
-            default deployment, so the two compare like for like (``services`` lists the
-            processes' services either way).
+        colocate: the co-located deployment (issue 13): stages that run inside the processes
+            of the stage before them (COLOCATE_HOSTS), messages passed between the two in
+            memory instead of over Redis. True is the renderer running the refiner (frames
+            as pixels, not JPEG); a collection names the guests: ("motion-gen",) the
+            audio-encoder running motion-gen, ("motion-gen", "refiner") both (the fused
+            layout). A guest has no processes (``replicas`` may not name it, and
+            ``target(guest)`` and the like raise ClusterError); its host's Stage.Status and
+            /metrics report both stages (metrics labelled by stage as before). Everything
+            else, the other hops included, is as in the default deployment, so the layouts
+            compare like for like (``services`` lists the processes' services either way).
     """
 
     def __init__(self, *, replicas: dict[str, int] | None = None, redis_url: str | None = None,
@@ -143,16 +150,19 @@ class LocalCluster:
                  gateway_port: int | None = None, profile: str | None = None,
                  weights_root: str | Path | None = None, restart: RestartPolicy | None = None,
                  on_restart: Callable[[RestartEvent], None] | None = None,
-                 colocate: bool = False) -> None:
+                 colocate: bool | str | Iterable[str] = False) -> None:
         unknown = set(replicas or {}) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)}; known: {', '.join(SERVICES)}")
-        if colocate and GUEST_STAGE in (replicas or {}):
-            raise ValueError(f"colocate=True runs the {GUEST_STAGE} inside the {HOST_STAGE} "
-                             f"processes: scale the {HOST_STAGE} instead")
-        self.colocate = colocate
+        self.colocate = guests(colocate)  # the co-located stages, in pipeline order
+        for guest in self.colocate:
+            host = COLOCATE_HOSTS[guest]
+            if guest in (replicas or {}):
+                raise ValueError(f"colocate runs the {guest} inside the {host} processes: "
+                                 f"scale the {host} instead")
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="avatarflow-cluster-"))
-        self.env = dict(COLOCATE_ENV) if colocate else {}
+        self.env = {f"AVATARFLOW_{_env_name(COLOCATE_HOSTS[g])}_COLOCATE": g
+                    for g in self.colocate}
         if profile:
             profiles.validate(profile, weights_root or "")  # before any process starts
             self.env.update(profiles.environment(profile, weights_root or ""))
@@ -189,9 +199,12 @@ class LocalCluster:
 
     @property
     def services(self) -> tuple[str, ...]:
-        """The services that run as processes here, in start order (no refiner when
-        co-located)."""
-        return tuple(s for s in SERVICES if not (self.colocate and s == GUEST_STAGE))
+        """The services that run as processes here, in start order (no co-located stage)."""
+        return tuple(s for s in SERVICES if s not in self.colocate)
+
+    def runs_in(self, service: str) -> str:
+        """The service whose processes run ``service``: its host when co-located, else itself."""
+        return COLOCATE_HOSTS[service] if service in self.colocate else service
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -229,11 +242,12 @@ class LocalCluster:
         return tail(self.log_path(service, replica), n)
 
     def _has_processes(self, service: str) -> None:
-        """ClusterError for the stage that has no process of its own here (co-located)."""
-        if self.colocate and service == GUEST_STAGE:
+        """ClusterError for a stage that has no process of its own here (co-located)."""
+        if service in self.colocate:
+            host = COLOCATE_HOSTS[service]
             raise ClusterError(
-                f"this cluster co-locates the {GUEST_STAGE} with the {HOST_STAGE} "
-                f"(colocate=True): it has no {GUEST_STAGE} process; the {HOST_STAGE}'s "
+                f"this cluster co-locates the {service} with the {host} "
+                f"(colocate={self.colocate!r}): it has no {service} process; the {host}'s "
                 f"Stage.Status and /metrics report both stages")
 
     def _get(self, service: str, replica: int) -> _Replica:
@@ -292,8 +306,7 @@ class LocalCluster:
                 r.health_port = free_port()
             self._ports.add(r.health_port)
         if r.health_port:
-            env[f"AVATARFLOW_{r.service.upper().replace('-', '_')}_HEALTH_PORT"] = \
-                str(r.health_port)
+            env[f"AVATARFLOW_{_env_name(r.service)}_HEALTH_PORT"] = str(r.health_port)
         cmd = self.command_for(r.service, r.index)
         with r.log_path.open("w" if r.spawns == 0 else "a") as log:
             log.write(f"=== {r.name} (consumer {r.consumer}): {' '.join(cmd)}\n")
@@ -443,6 +456,23 @@ class LocalCluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def guests(colocate: bool | str | Iterable[str]) -> tuple[str, ...]:
+    """The co-located stages ``colocate`` asks for, in pipeline order (see LocalCluster)."""
+    if isinstance(colocate, bool):
+        return DEFAULT_GUESTS if colocate else ()
+    names = {colocate} if isinstance(colocate, str) else set(colocate)
+    unknown = names - set(COLOCATE_HOSTS)
+    if unknown:
+        raise ValueError(f"colocate: {sorted(unknown)} cannot run inside another stage's "
+                         "processes; co-locatable: " + ", ".join(
+                             f"{g} (in the {h})" for g, h in COLOCATE_HOSTS.items()))
+    return tuple(s for s in STAGE_SERVICES if s in names)
+
+
+def _env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
 
 
 def _terminate(procs: list[subprocess.Popen[bytes]], grace: float) -> None:

@@ -1,23 +1,28 @@
 """Two stages as one: the in-memory hop of a co-located deployment.
 
 ``Chain(first, second)`` is a Stage that hands every output of ``first`` to ``second`` within
-the same call, so a process that runs both (the renderer with the refiner,
-``AVATARFLOW_RENDERER_COLOCATE=refiner``) passes frames on as pixels instead of as JPEG over a
-Redis stream. The runner and the bus see one stage that reads ``first``'s input and writes
-``second``'s output; inside the call each part is treated as its own runner would treat it:
-control messages (interrupts, control changes, the end of audio) reach both parts in order, a
-frame already past its deadline is dropped before ``second`` when ``second`` drops late
-frames, a failure becomes a SessionError naming the part, and each part keeps its own timings
-(``stats``, which feed its metrics) and trace spans.
+the same call, so a process that runs both passes messages on in memory instead of over a
+Redis stream: the renderer with the refiner (``AVATARFLOW_RENDERER_COLOCATE=refiner``: frames
+as pixels instead of JPEG), the audio-encoder with motion-gen
+(``AVATARFLOW_AUDIO_ENCODER_COLOCATE=motion-gen``: features without a bus hop). The runner and
+the bus see one stage that reads ``first``'s input and writes ``second``'s output; inside the
+call each part is treated as its own runner would treat it: any number of outputs of ``first``
+(none, one or several per input) reach ``second`` in order, control messages (interrupts,
+control changes, the end of audio) and session errors reach both parts in order, a frame
+already past its deadline is dropped before ``second`` when ``second`` drops late frames (a
+part that keeps history, like motion-gen, sees every frame), a failure becomes a SessionError
+naming the part, and each part keeps its own timings (``stats``, which feed its metrics) and
+trace spans.
 
 A session's state is both parts' snapshots in one blob, restored together or not at all, so
 a takeover moves the co-located session exactly as it would move two separate ones.
 
-Load shedding: the runner sheds on ``first``'s input. A shed frame is still rendered by
-``first`` and passed on by ``second.shed`` (the refiner: unrefined), so a process behind on
-its combined work catches up without losing the frame; once it is more than
-``drop_behind_s`` behind even that is too slow, and the frame goes as ``first`` sheds it (the
-renderer: skipped), which is how a separate renderer keeps its latency bounded.
+Load shedding (only where ``first`` drops late frames: the renderer): the runner sheds on
+``first``'s input. A shed frame is still rendered by ``first`` and passed on by
+``second.shed`` (the refiner: unrefined), so a process behind on its combined work catches up
+without losing the frame; once it is more than ``drop_behind_s`` behind even that is too
+slow, and the frame goes as ``first`` sheds it (the renderer: skipped), which is how a
+separate renderer keeps its latency bounded.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class Chain(Stage[Any, Any]):
         self.dropped = 0  # frames past their deadline between the parts, never given to second
         self._spans = tuple(tracing.SPAN_NAMES.get(p.name, p.name) for p in (first, second))
         self._changed: set[str] = set()  # sessions whose state in ``second`` changed
+        # ``second``'s last snapshot of each session while its state is unchanged: the runner
+        # saves the session after most messages because ``first`` changed (the audio-encoder
+        # on every chunk), and ``second``'s part of it need not be pickled again each time.
+        self._saved: dict[str, bytes] = {}
 
     # -- what the runner calls -------------------------------------------------------------
 
@@ -84,11 +93,17 @@ class Chain(Stage[Any, Any]):
         return changed
 
     def snapshot(self, session_id: str) -> bytes | None:
-        parts = (self.first.snapshot(session_id), self.second.snapshot(session_id))
+        second = self._saved.get(session_id)
+        if second is None:
+            second = self.second.snapshot(session_id)
+            if second is not None:  # nothing kept for a session ``second`` does not hold
+                self._saved[session_id] = second
+        parts = (self.first.snapshot(session_id), second)
         return None if parts == (None, None) else state.dumps(parts)
 
     def restore(self, session_id: str, data: bytes) -> None:
         """Both parts continue the session, or neither does (the error goes to the caller)."""
+        self._saved.pop(session_id, None)
         saved = state.loads(data)
         if not (isinstance(saved, tuple) and len(saved) == 2
                 and all(p is None or isinstance(p, bytes) for p in saved)):
@@ -105,12 +120,17 @@ class Chain(Stage[Any, Any]):
         self.first.end(session_id)
         self.second.end(session_id)
         self._changed.discard(session_id)
+        self._saved.pop(session_id, None)
 
     def close(self) -> None:
         try:
             self.first.close()
         finally:
             self.second.close()
+
+    @property
+    def parts(self) -> tuple[Stage[Any, Any], Stage[Any, Any]]:
+        return self.first, self.second
 
     @property
     def session_count(self) -> int:
@@ -145,6 +165,7 @@ class Chain(Stage[Any, Any]):
         for o, outs in zip(admitted, results, strict=True):
             if o is not None and self.second.state_changed_by(o):
                 self._changed.add(o.session_id)
+                self._saved.pop(o.session_id, None)
             if meter is not None:
                 for f in outs:
                     if f.deadline and isinstance(f, FRAME_TYPES):

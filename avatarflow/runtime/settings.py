@@ -80,7 +80,8 @@ class Settings:
     grace_s: float = 5.0  # drain time on SIGTERM
     threads: int = 1  # worker threads for a stage's engine (numpy/cv2)
     # Co-location: "refiner" on the renderer service runs the refiner in the same process,
-    # frames passed in memory instead of over Redis (one JPEG round trip and one bus hop less).
+    # frames passed in memory instead of over Redis (one JPEG round trip and one bus hop less);
+    # "motion-gen" on the audio-encoder service does the same for the features.
     colocate: str = ""
     # The asyncio event loop of service processes: "uvloop" (libuv, cheaper per socket
     # operation) or "asyncio" (the standard library's).
@@ -136,7 +137,7 @@ class Settings:
             "redis_url": self.redis_url.startswith(("redis://", "rediss://", "unix://",
                                                     "redis+cluster://", "rediss+cluster://")),
             "bus_shards": 0 <= self.bus_shards <= 16384,
-            "colocate": self.colocate in ("", "refiner"),
+            "colocate": self.colocate in ("", "motion-gen", "refiner"),
             "event_loop": self.event_loop in ("uvloop", "asyncio"),
             "auth": self.auth in ("required", "off"),
             "keys_reload_s": self.keys_reload_s > 0,

@@ -2,9 +2,10 @@
 health, reflection and a ``Stage.Status`` call. ``serve`` runs any stage; a stage with gRPC
 servicers of its own has a ``server`` module (registry) that calls ``serve_stage`` with them.
 
-With ``colocate`` (the renderer's ``AVATARFLOW_RENDERER_COLOCATE=refiner``) the process also
-runs the next stage: one Chain, one consumer of this stage's group that writes the next
-stage's output, the frames between the two passed in memory (avatarflow.runtime.chain).
+With ``colocate`` (the renderer's ``AVATARFLOW_RENDERER_COLOCATE=refiner``, the
+audio-encoder's ``AVATARFLOW_AUDIO_ENCODER_COLOCATE=motion-gen``) the process also runs the
+next stage: one Chain, one consumer of this stage's group that writes the next stage's output,
+the messages between the two passed in memory (avatarflow.runtime.chain).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _limit_threads(threads: int) -> None:
 
 def colocated(settings: Settings) -> StageSpec | None:
     """The stage ``settings.colocate`` names, which this process runs too; it must read
-    what this stage writes (only the renderer can run the refiner)."""
+    what this stage writes (the renderer can run the refiner, the audio-encoder motion-gen)."""
     if not settings.colocate:
         return None
     spec, other = registry.stage(settings.service), registry.stage(settings.colocate)
@@ -95,7 +96,7 @@ def build(settings: Settings) -> tuple[Stage, RedisAvatarRegistry | None]:
     (returned too), so every replica sees the portraits the gateway registered. With
     ``colocate``, a Chain of it and the co-located stage, which shares that store (the
     refiner finds the renderer's analysis in memory) and takes its engine and options from
-    its own settings (AVATARFLOW_REFINER_*)."""
+    its own settings (AVATARFLOW_REFINER_*, AVATARFLOW_MOTION_GEN_*)."""
     spec, other = registry.stage(settings.service), colocated(settings)
     _limit_threads(settings.threads)
     avatars = spec.avatars or (other is not None and other.avatars)
@@ -107,23 +108,29 @@ def build(settings: Settings) -> tuple[Stage, RedisAvatarRegistry | None]:
     own = Settings.load(other.name)
     second = build_stage(other.name, own.engine, store=store, **own.engine_kwargs())
     # Past twice the shedding threshold, rendering a shed frame (to pass it on unrefined) no
-    # longer catches up: skip it, as a separate renderer would.
+    # longer catches up: skip it, as a separate renderer would. (A first part that never
+    # drops late frames, the audio-encoder, is never shed.)
     return Chain(stage, second, budget_s=settings.frame_budget_ms / 1000,
                  drop_behind_s=2 * settings.shed_after_ms / 1000), backing
 
 
 def _report_per_part(chain: Chain, runner: StageRunner) -> None:
-    """Metrics and spans of a co-located process, per part, as separate processes report
-    them (dashboards keep their per-stage series)."""
+    """Metrics, spans and session gauges of a co-located process, per part, as separate
+    processes report them (dashboards keep their per-stage series)."""
     for part, stats in chain.stats.items():
         stats.meter = StageMeter(part)
     # The parts time themselves: the runner's timing of the whole chain would count every
     # frame twice under the first part's label.
     runner.stats.process.meter = None
-    # The parts' spans ("render", "refine") are the stages' own; the runner's span around
-    # both gets a name of its own.
+    # The parts' spans ("render" and "refine", "features" and "motion") are the stages' own;
+    # the runner's span around both gets a name of its own.
     runner.span_name = "+".join(tracing.SPAN_NAMES.get(p, p) for p in chain.stats)
-    metrics.track_sessions(chain.second.name, lambda: chain.second.session_count)
+    for stage in chain.parts:  # each labelled as its own process would be
+        metrics.track_sessions(stage.name, _counter(stage))
+
+
+def _counter(stage: Stage) -> Callable[[], int]:
+    return lambda: stage.session_count
 
 
 async def serve_stage(settings: Settings,
@@ -134,15 +141,17 @@ async def serve_stage(settings: Settings,
     stage, backing = build(settings)
     own = stage  # the service's own stage
     if isinstance(stage, Chain):  # one consumer of this stage's group, writing the last output
-        own = stage.first
-        spec = dataclasses.replace(spec, output=registry.stage(stage.second.name).output)
+        own, guest = stage.first, registry.stage(stage.second.name)
+        spec = dataclasses.replace(spec, output=guest.output,
+                                   offload=spec.offload or guest.offload)
     bus = RedisBus(settings)
     runner = StageRunner(spec, stage, bus, offload=spec.offload, batch=BATCH,
                          budget_s=settings.frame_budget_ms / 1000,
                          shed_after_s=settings.shed_after_ms / 1000)
     if isinstance(stage, Chain):
         _report_per_part(stage, runner)
-    metrics.track_sessions(spec.name, lambda: own.session_count)
+    else:
+        metrics.track_sessions(spec.name, _counter(stage))
     runtime = ServiceRuntime(settings)
     runtime.add(internal_pb2_grpc.add_StageServicer_to_server, StageServicer(runner, bus),
                 "avatarflow.v1.Stage")

@@ -59,16 +59,18 @@ def _config(avatar: str, rate: int) -> api_pb2.SessionConfig:
     return api_pb2.SessionConfig(avatar_id=avatar, sample_rate=rate, output=OUTPUT)
 
 
-def _stage_frames(cluster: LocalCluster, replica: int) -> dict[str, float]:
-    """avatarflow_stage_frames_total per stage label, from one renderer process's /metrics."""
-    with urllib.request.urlopen(cluster.metrics_url("renderer", replica), timeout=10) as r:
+def _stage_frames(cluster: LocalCluster, replica: int,
+                  service: str = "renderer") -> dict[str, float]:
+    """avatarflow_stage_frames_total per stage label, from one process's /metrics."""
+    with urllib.request.urlopen(cluster.metrics_url(service, replica), timeout=10) as r:
         text = r.read().decode()
     return {m[1]: float(m[2]) for m in re.finditer(
         r'^avatarflow_stage_frames_total\{stage="([^"]+)"\} (\S+)$', text, re.M)}
 
 
-async def _status(cluster: LocalCluster, replica: int) -> internal_pb2.StageStatus:
-    async with grpc.aio.insecure_channel(cluster.target("renderer", replica)) as ch:
+async def _status(cluster: LocalCluster, replica: int,
+                  service: str = "renderer") -> internal_pb2.StageStatus:
+    async with grpc.aio.insecure_channel(cluster.target(service, replica)) as ch:
         return await internal_pb2_grpc.StageStub(ch).Status(internal_pb2.StatusRequest(),
                                                             timeout=10)
 
@@ -186,3 +188,28 @@ def test_up_colocate_starts_no_refiner_and_says_where_it_runs(tmp_path) -> None:
     assert "AVATARFLOW_RENDERER_COLOCATE" not in text  # an env var, not a table row
     with pytest.raises(InvalidInput, match="drop refiner= from --replicas"):
         up.run(argparse.Namespace(replicas=["refiner=2"], colocate=True))
+
+
+def test_up_colocate_all_runs_both_guests_inside_their_hosts(tmp_path) -> None:
+    """``avatarflow up --colocate all``: the fused layout, three kinds of process."""
+    from tests.unit.test_up import _read_until, _up
+
+    proc = _up(tmp_path, free_port(), "--colocate", "all")
+    lines: list[str] = []
+    try:
+        _read_until(proc, lines, "Ctrl-C")
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    text = "".join(lines)
+    assert proc.returncode == 0, text + rest
+    assert re.search(r"^  motion-gen +inside each audio-encoder process \(--colocate\)$", text,
+                     re.M), text
+    assert re.search(r"^  refiner +inside each renderer process \(--colocate\)$", text, re.M)
+    assert {p.name for p in tmp_path.glob("*.log") if p.name != "redis.log"} == \
+        {"gateway-0.log", "audio-encoder-0.log", "renderer-0.log"}
+    with pytest.raises(InvalidInput, match="drop motion-gen= from --replicas"):
+        up.run(argparse.Namespace(replicas=["motion-gen=2"], colocate="all"))

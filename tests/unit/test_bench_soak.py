@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run_efficiency import summarize
-from bench.run_soak import capacity
+from bench.run_efficiency import KINDS, summarize, table
+from bench.run_soak import LAYOUTS, capacity
 from bench.soak_probe import FPS, session_figures, step_figures
 
 T0 = 100.0  # the first audio chunk left at this monotonic time
@@ -64,3 +64,26 @@ def test_the_ratio_counts_the_deployment_not_the_client() -> None:
     s = summarize(raw)["256x256"]
     assert s["cluster"]["total"] == 5.0 and s["cluster"]["ratio"] == 1.25
     assert s["colocated"] == {"note": "no colocate parameter"}
+
+
+def test_the_fused_layout_is_measured_by_default_and_compared_like_the_others() -> None:
+    assert "fused" in KINDS and "fused" in LAYOUTS
+    raw = {"256x256": {"embedded": [_run({"embedded": 4.0})],
+                       "cluster": [_run({"audio-encoder": 2.0, "motion-gen": 2.0,
+                                         "renderer": 4.0, "client": 9.0})],
+                       "colocated": [_run({"audio-encoder": 2.0, "motion-gen": 2.0,
+                                           "renderer": 3.0})],
+                       "fused": [_run({"audio-encoder": 2.5, "renderer": 3.0})]}}
+    s = summarize(raw)["256x256"]
+    assert s["fused"]["total"] == 5.5 and s["fused"]["ratio"] == 5.5 / 4.0
+    report = {"machine": {"cpu": "x", "cores": 2, "python": "3.11"}, "date": "d",
+              "load_before": (0.0,), "load_after": (0.0,), "wall_s": 60.0, "reps": 1,
+              "window_s": 20.0, "warmup_s": 4.0,
+              "plan": [{"mode": "head", "size": "256x256", "sessions": 4}],
+              "summary": {"256x256": s}}
+    text = table(report)
+    assert "| fused | - | 2.50 | - | 3.00 | - | **5.50** | 1.38x |" in text
+    assert "Co-location (renderer+refiner) saves 1.00 ms per frame (12% " in text
+    assert "Fusing both pairs saves 2.50 ms per frame (31% " in text
+    skipped = summarize({"256x256": {"fused": [{"skipped": "cannot co-locate motion-gen"}]}})
+    assert skipped["256x256"]["fused"] == {"note": "cannot co-locate motion-gen"}

@@ -1,7 +1,11 @@
 """The co-located renderer and refiner (avatarflow.runtime.chain) on the CPU engines: what comes
 out of the chain is what the two stages give one after the other, control reaches both parts,
 a session moves to another replica with both parts' state, and load shedding keeps each
-stage's behaviour. Plus the renderer service's switch (``colocate``) and its checks."""
+stage's behaviour. Plus the renderer service's switch (``colocate``) and its checks. The same
+for the light half, the audio-encoder running motion-gen (mel and signal engines): motion
+identical to the two stages one after the other, however many features a chunk makes, its
+history carried across a takeover, interrupts and errors as with separate processes, and
+each part's own metrics."""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from avatarflow.runtime.build import build_stage
 from avatarflow.runtime.chain import Chain
 from avatarflow.runtime.runner import StageRunner
 from avatarflow.runtime.settings import Settings
-from avatarflow.runtime.stage import Stage, run_batch
+from avatarflow.runtime.stage import Stage, run_batch, session_ended
 from avatarflow.telemetry import tracing
 from avatarflow_refiner.stage import RefinerStage
 from avatarflow_renderer.stage import RendererStage
@@ -281,3 +285,171 @@ def test_serve_stops_with_a_clear_message_when_colocate_is_set_for_every_service
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert "AVATARFLOW_RENDERER_COLOCATE=refiner" in proc.stderr, proc.stderr
+
+
+# -- the light half: the audio-encoder with motion-gen (AVATARFLOW_AUDIO_ENCODER_COLOCATE) ----
+
+RATE = 16000
+
+
+def _speech(seconds: float) -> np.ndarray:
+    """Syllables of a voiced tone with pauses between them: the mouth opens and closes."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    voiced = np.sin(2 * np.pi * 3 * t) > 0
+    return (8000 * np.sin(2 * np.pi * 150 * t) * voiced).astype(np.int16)
+
+
+def audio(seconds: float, session: str = "s", first: int = 0) -> list[m.AudioChunk]:
+    """20 ms chunks: fewer than one video frame each, so some make no features at all."""
+    pcm, step = _speech(seconds), RATE // 50
+    return [m.AudioChunk(session_id=session, index=first + k, pts=i / RATE, sample_rate=RATE,
+                         pcm=pcm[i:i + step], deadline=FAR)
+            for k, i in enumerate(range(0, pcm.size, step))]
+
+
+def talk(session: str = "s", controls: m.Controls | None = None) -> m.SessionStart:
+    return m.SessionStart(session_id=session, sample_rate=RATE, fps=30.0,
+                          controls=controls or m.Controls(seed=3))
+
+
+def light() -> Chain:
+    return Chain(build_stage("audio-encoder"), build_stage("motion-gen"), budget_s=BUDGET_S)
+
+
+def light_separately(msgs: list[m.Message]) -> list[m.Message]:
+    return run_test(build_stage("motion-gen"), run_test(build_stage("audio-encoder"), msgs))
+
+
+def identical(got: list[m.Message], want: list[m.Message]) -> None:
+    """The same messages, every field (arrays element for element)."""
+    assert [type(x) for x in got] == [type(x) for x in want]
+    for a, b in zip(got, want, strict=True):
+        for name in a.__dataclass_fields__:
+            u, v = getattr(a, name), getattr(b, name)
+            same = np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v
+            assert same, (type(a).__name__, a.index, name)
+
+
+def test_motion_out_of_the_light_chain_equals_the_two_stages_one_after_the_other() -> None:
+    chunks = audio(3.0)
+    msgs = [talk(), *chunks, m.EndOfAudio(session_id="s", index=len(chunks))]
+    c = light()
+    per_chunk = [c.process(msgs[0]), *(c.process(x) for x in chunks)]
+    # 20 ms of audio makes no video frame or one: the chain passes on what there is.
+    assert {len(o) for o in per_chunk[1:]} == {0, 1}
+    got = [o for outs in per_chunk for o in outs] + c.process(msgs[-1])
+    c.end("s")
+    want = light_separately(msgs)
+    identical(got, want)
+    frames = of_type(got, m.MotionFrame)
+    assert [f.index for f in frames] == list(range(90))
+    assert max(f.expression[mo.EXPR["jaw_open"]] for f in frames) > 0.2  # it talks
+    end = got[-1]
+    assert isinstance(end, m.EndOfAudio) and end.index == 90  # counted in frames, as before
+    assert c.stats["audio-encoder"].frames == c.stats["motion-gen"].frames == 90
+    assert c.session_count == 0
+
+
+def test_a_light_session_moves_to_another_replica_with_its_motion_history() -> None:
+    chunks = audio(3.0)
+    msgs = [talk(), *chunks[:40], m.Interrupt(session_id="s", index=0), *chunks[40:],
+            m.EndOfAudio(session_id="s", index=len(chunks))]
+    whole = run_test(light(), msgs)
+    # Saved after every message, as the runner saves it: motion-gen's part always current,
+    # though it is pickled again only after motion-gen's state changed.
+    c = light()
+    for msg in msgs[:-1]:
+        run_test(c, [msg])
+        saved = state.loads(c.snapshot("s"))
+        assert saved == (c.first.snapshot("s"), c.second.snapshot("s"))
+    for k in (1, 17, 41, 42, 100):
+        a = light()
+        out = run_test(a, msgs[:k])
+        data = a.snapshot("s")
+        assert data is not None
+        b = light()  # another replica: its own engines, nothing shared
+        b.restore("s", data)
+        assert b.first.session_count == b.second.session_count == 1
+        out += run_test(b, msgs[k:])
+        identical(out, whole)
+
+
+def test_interrupt_and_controls_reach_both_light_parts_as_they_would_separately() -> None:
+    chunks = audio(2.0)
+    msgs = [talk(), *chunks[:30],
+            m.Interrupt(session_id="s", index=12),
+            m.ControlUpdate(session_id="s", index=12,
+                            controls=m.Controls(seed=3, pose_amplitude=0.2, emotion="happy")),
+            *audio(1.0, first=30), m.EndOfAudio(session_id="s", index=80)]
+    got = run_test(light(), msgs)
+    identical(got, light_separately(msgs))
+    (cut,) = [i for i, x in enumerate(got) if isinstance(x, m.Interrupt)]
+    before, after = of_type(got[:cut], m.MotionFrame), of_type(got[cut:], m.MotionFrame)
+    # The interrupt moves the frame count back to its index; each part saw it once, in order.
+    assert [f.index for f in before] == list(range(len(before))) and len(before) > 12
+    assert [f.index for f in after] == list(range(12, 12 + len(after))) and after
+    assert len(of_type(got, m.Interrupt)) == len(of_type(got, m.ControlUpdate)) == 1
+
+
+def test_a_bad_chunk_ends_the_light_session_with_the_audio_encoders_error() -> None:
+    bad = m.AudioChunk(session_id="s", index=3, sample_rate=RATE,
+                       pcm=np.zeros(320, np.float32))
+    c = light()
+    run_test(c, [talk(), *audio(0.1)])
+    (err,) = c.process(bad)
+    assert isinstance(err, m.SessionError) and err.stage == "audio-encoder"
+    assert err.category == "invalid_argument" and "int16" in err.message
+    assert session_ended(bad, [err])  # the runner ends it in both parts (Chain.end)
+    # An upstream error travels through untouched, as it would through a separate motion-gen.
+    upstream = m.SessionError(session_id="s", stage="gateway", category="internal",
+                              message="x")
+    assert c.process(upstream) == [upstream]
+
+
+@pytest.mark.parametrize("service", ["motion-gen", "renderer", "refiner"])
+def test_only_the_audio_encoder_can_run_motion_gen(service: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        stage_service.colocated(Settings(service=service, colocate="motion-gen"))
+    assert "AVATARFLOW_AUDIO_ENCODER_COLOCATE=motion-gen" in err.value.message
+
+
+def test_the_audio_encoder_service_chains_motion_gen_with_its_own_settings(monkeypatch) -> None:
+    monkeypatch.setenv("AVATARFLOW_MOTION_GEN_ENGINE_OPTIONS", "jaw_max=0.5")
+    monkeypatch.setenv("AVATARFLOW_AUDIO_ENCODER_ENGINE_OPTIONS", "n_mels=32")
+    settings = Settings.load("audio-encoder", colocate="motion-gen")
+    stage, backing = stage_service.build(settings)
+    try:
+        assert backing is None  # neither part works on portraits: no Redis avatar store
+        assert isinstance(stage, Chain)
+        assert (stage.first.name, stage.second.name) == ("audio-encoder", "motion-gen")
+        assert stage.first.engine.n_mels == 32 and stage.second.engine.params.jaw_max == 0.5
+        assert not (stage.drops_late or stage.batches)  # motion-gen sees every frame
+    finally:
+        stage.close()
+
+
+def test_each_light_part_reports_its_own_sessions_and_frames() -> None:
+    from prometheus_client import REGISTRY
+
+    from avatarflow.telemetry import metrics
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    c = light()
+    runner = StageRunner(registry.stage("audio-encoder"), c, MemoryBus())
+    stage_service._report_per_part(c, runner)
+    before = {s: sample("avatarflow_stage_frames_total", stage=s) for s in c.stats}
+    metrics.record(True)
+    try:
+        run_test(c, [talk("a"), talk("b"), *audio(0.5, "a")])
+        c.end("b")
+        c.second.end("a")  # as if motion-gen alone had let it go
+    finally:
+        metrics.record(False)
+    assert sample("avatarflow_active_sessions", service="audio-encoder") == 1
+    assert sample("avatarflow_active_sessions", service="motion-gen") == 0
+    assert runner.span_name == "features+motion"
+    for part, stats in c.stats.items():
+        assert stats.frames > 10
+        assert sample("avatarflow_stage_frames_total", stage=part) - before[part] == stats.frames

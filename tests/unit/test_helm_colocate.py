@@ -1,8 +1,9 @@
-"""The chart's co-location switch (colocate.rendererRefiner), rendered with the real Helm engine
-as tests/unit/test_helm_chart.py does: off, the refiner has its own objects; on, it has none and
-the renderer pods run it with the refiner's own settings, weights and Triton model and with
-both stages' resources. What the services would load is checked by loading Settings from the
-rendered environment."""
+"""The chart's co-location switches (colocate.rendererRefiner, colocate.audioMotion), rendered
+with the real Helm engine as tests/unit/test_helm_chart.py does: off, the guest stage (refiner,
+motion-gen) has its own objects; on, it has none and its host's pods (renderer, audio-encoder)
+run it with the guest's own settings, weights, Triton model, nodes and start-up budget and
+with both stages' resources; both on is the fused layout. What the services would load is
+checked by loading Settings from the rendered environment."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ helm, kv = chart.helm, chart.kv
 PREFIX = chart.PREFIX
 RENDERER, REFINER = f"{PREFIX}-renderer", f"{PREFIX}-refiner"
 ON = {"colocate": {"rendererRefiner": True}}
+AUDIO_MOTION = {"colocate": {"audioMotion": True}}
+FUSED = {"colocate": {"rendererRefiner": True, "audioMotion": True}}
+# Each switch: its values, the host and the guest.
+PAIRS = [(ON, "renderer", "refiner"), (AUDIO_MOTION, "audio-encoder", "motion-gen")]
 # Every optional object of a component switched on, so none can slip through.
 EVERYTHING = {"networkPolicy": {"enabled": True},
               "monitoring": {"serviceMonitor": {"enabled": True},
@@ -37,9 +42,10 @@ def of_component(docs: list[Doc], component: str) -> list[tuple[str, str]]:
                   == component)
 
 
-def renderer(docs: list[Doc]) -> tuple[Doc, Doc]:
-    """The renderer's pod spec and its one container."""
-    (d,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == RENDERER]
+def renderer(docs: list[Doc], component: str = "renderer") -> tuple[Doc, Doc]:
+    """The pod spec of a component's Deployment (the renderer's) and its one container."""
+    name = f"{PREFIX}-{component}"
+    (d,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
     spec = d["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     return spec, c
@@ -148,6 +154,117 @@ def test_the_new_values_are_in_the_schema_with_descriptions() -> None:
     assert node["description"] and set(node["properties"]) == set(defaults)
     assert all(p["description"] for p in node["properties"].values())
     assert defaults == {"rendererRefiner": False, "resources": {},
-                        "refinerWeightsMountPath": "/weights-refiner"}
-    with pytest.raises(helm.HelmError):
-        chart.render({"colocate": {"rendererRefiner": "yes"}})
+                        "refinerWeightsMountPath": "/weights-refiner",
+                        "audioMotion": False, "audioMotionResources": {},
+                        "motionGenWeightsMountPath": "/weights-motion-gen"}
+    for switch in ("rendererRefiner", "audioMotion"):
+        with pytest.raises(helm.HelmError):
+            chart.render({"colocate": {switch: "yes"}})
+
+
+# -- the light half (colocate.audioMotion) and the fused layout ------------------------------
+
+AUDIO = f"{PREFIX}-audio-encoder"
+STAGES = ("audio-encoder", "motion-gen", "renderer", "refiner")
+
+
+@pytest.mark.parametrize(("values", "host", "guest"), PAIRS)
+def test_a_guest_renders_nothing_and_runs_in_its_hosts_pods(values: dict, host: str,
+                                                             guest: str) -> None:
+    off = objects(EVERYTHING)
+    assert {"Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "NetworkPolicy",
+            "ServiceMonitor"} <= {k for k, _ in of_component(off, guest)}
+    docs = objects(chart.merged(EVERYTHING, values))
+    valid(docs)
+    assert of_component(docs, guest) == []
+    assert not [d for d in docs if f"{PREFIX}-{guest}" in json.dumps(d)]
+    _, c = renderer(docs, host)
+    assert Settings.load(host, env(c)).colocate == guest
+    assert c["command"] == ["avatarflow", "serve", host]
+    # The other pair is untouched.
+    other = next(g for _, _, g in PAIRS if g != guest)
+    assert {"Deployment", "Service", "ScaledObject"} <= {k for k, _ in of_component(docs, other)}
+
+
+def test_fused_runs_four_stages_in_two_deployments() -> None:
+    docs = objects(chart.merged(EVERYTHING, FUSED))
+    valid(docs)
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    assert deployments == {f"{PREFIX}-{s}" for s in ("gateway", "audio-encoder", "renderer")}
+    for host, guest in (("audio-encoder", "motion-gen"), ("renderer", "refiner")):
+        _, c = renderer(docs, host)
+        assert Settings.load(host, env(c)).colocate == guest
+    # The "no ready replica" alert watches the Deployments there are.
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    text = json.dumps(rule)
+    assert "audio-encoder|renderer" in text and "motion-gen" not in text
+    notes = chart.render(FUSED)["avatarflow/templates/NOTES.txt"]
+    assert ("gateway -> audio-encoder+motion-gen (one pod, features in memory) -> "
+            "renderer+refiner (one pod, frames in memory) -> gateway") in notes
+
+
+def test_the_audio_encoder_gets_the_sum_of_both_stages_resources() -> None:
+    _, c = renderer(objects(AUDIO_MOTION), "audio-encoder")
+    with helm.Chart.load(chart.CHART) as ch:
+        comps = ch.values["components"]
+    for kind in ("requests", "limits"):
+        a, b = comps["audio-encoder"]["resources"][kind], comps["motion-gen"]["resources"][kind]
+        got = c["resources"][kind]
+        assert milli(got["cpu"]) == milli(a["cpu"]) + milli(b["cpu"])
+        assert mib(got["memory"]) == mib(a["memory"]) + mib(b["memory"])
+    mine = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    _, c = renderer(objects(chart.merged(AUDIO_MOTION, {
+        "colocate": {"audioMotionResources": mine}})), "audio-encoder")
+    assert c["resources"] == mine
+    _, r = renderer(objects(chart.merged(FUSED, {"colocate": {"audioMotionResources": mine}})))
+    assert r["resources"] != mine  # each host has its own value
+
+
+def test_a_gpu_motion_gen_brings_its_node_budget_and_settings_into_the_audio_encoder() -> None:
+    """gpu-joyvasa runs JoyVASA on a GPU node with a long start-up: co-located, the
+    audio-encoder pods must land there and wait as long."""
+    values = chart.merged(chart.profile_values("gpu-joyvasa"), chart.merged(AUDIO_MOTION, {
+        "components": {"motion-gen": {"config": {"threads": 2}, "engineOptions": "steps=4"}}}))
+    docs = objects(values)
+    valid(docs)
+    spec, c = renderer(docs, "audio-encoder")
+    e = env(c)
+    assert (e["AVATARFLOW_AUDIO_ENCODER_COLOCATE"], e["AVATARFLOW_PROFILE"]) == \
+        ("motion-gen", "liveportrait-joyvasa")
+    plain = {k: v for k, v in e.items() if k not in ("AVATARFLOW_PROFILE",
+                                                     "AVATARFLOW_WEIGHTS_ROOT")}
+    motion = Settings.load("motion-gen", plain)
+    assert (motion.device, motion.threads, motion.engine_options) == ("cuda", 2, "steps=4")
+    assert Settings.load("audio-encoder", plain).device == ""  # its own stay its own
+    with helm.Chart.load(chart.CHART) as ch:
+        gpu = chart.merged(ch.values["components"]["motion-gen"],
+                           values["components"]["motion-gen"])
+    assert spec["runtimeClassName"] == "nvidia"
+    assert spec["nodeSelector"] == gpu["nodeSelector"]
+    assert spec["tolerations"] == gpu["tolerations"]
+    assert str(c["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 600
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/weights-root" in mounts  # the profile's root, which both stages read
+
+
+def test_motion_gens_own_weights_are_mounted_apart() -> None:
+    pvc = {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    weights = {"enabled": True, "mountPath": "/weights", "volume": pvc}
+    values = chart.merged(AUDIO_MOTION, {"components": {
+        "motion-gen": {"engine": "diffusion", "weights": {**weights, "subPath": "motion"}},
+        "audio-encoder": {"weights": {**weights, "subPath": "audio"}}}})
+    spec, c = renderer(objects(values), "audio-encoder")
+    motion = Settings.load("motion-gen", env(c))
+    assert (motion.engine, motion.weights) == ("diffusion", "/weights-motion-gen")
+    assert Settings.load("audio-encoder", env(c)).weights == "/weights"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert (mounts["/weights"]["subPath"], mounts["/weights-motion-gen"]["subPath"]) == \
+        ("audio", "motion")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes[mounts["/weights-motion-gen"]["name"]]["persistentVolumeClaim"] == \
+        pvc["persistentVolumeClaim"]
+    with pytest.raises(helm.HelmError) as err:
+        chart.render(chart.merged(values, {"colocate": {"motionGenWeightsMountPath": "/weights"}}))
+    assert "colocate.motionGenWeightsMountPath" in str(err.value)

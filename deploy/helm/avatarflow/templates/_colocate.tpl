@@ -1,42 +1,74 @@
 {{/*
-Co-location (colocate.rendererRefiner): the renderer pods also run the refiner, which then has
-no objects of its own. These helpers add the refiner's settings, weights and resources to the
-renderer's Deployment. Context of each: (dict "root" $ "component" NAME), like _component.tpl.
+Co-location: a stage's pods also run the next stage (the guest), which then has no objects of
+its own. colocate.rendererRefiner: the renderer runs the refiner; colocate.audioMotion: the
+audio-encoder runs motion-gen. These helpers add the guest's settings, weights and resources
+to its host's Deployment. Context of each: (dict "root" $ "component" NAME), like
+_component.tpl.
 */}}
+
+{{/* Every co-locatable pair: the colocate switch, the host and guest components, and the
+colocate values naming the guest's weights mount path in the host pod and the host
+container's explicit resources. */}}
+{{- define "avatarflow.colocate.pairs" -}}
+- switch: rendererRefiner
+  host: renderer
+  guest: refiner
+  weightsMountPath: refinerWeightsMountPath
+  resources: resources
+- switch: audioMotion
+  host: audio-encoder
+  guest: motion-gen
+  weightsMountPath: motionGenWeightsMountPath
+  resources: audioMotionResources
+{{- end -}}
+
+{{/* The switched-on pair in which .component plays .role ("host" or "guest"), as YAML; {}
+when none. */}}
+{{- define "avatarflow.colocate.pair" -}}
+{{- $found := dict -}}
+{{- range $p := include "avatarflow.colocate.pairs" . | fromYamlArray -}}
+{{- if and (get $.root.Values.colocate $p.switch) (eq (get $p $.role) $.component) -}}
+{{- $found = $p -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $found -}}
+{{- end -}}
 
 {{/* True for a component that runs another stage in its pods. */}}
 {{- define "avatarflow.colocating" -}}
-{{- if and (eq .component "renderer") .root.Values.colocate.rendererRefiner -}}true{{- end -}}
+{{- if include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}true{{- end -}}
 {{- end -}}
 
 {{/* True for a component that runs inside another's pods and so renders no objects. */}}
 {{- define "avatarflow.colocated" -}}
-{{- if and (eq .component "refiner") .root.Values.colocate.rendererRefiner -}}true{{- end -}}
+{{- if include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "guest") | fromYaml -}}true{{- end -}}
 {{- end -}}
 
-{{/* The co-located refiner's settings in the renderer container, as its own pods would get
-them (AVATARFLOW_REFINER_*), plus its extraEnv. */}}
+{{/* The co-located guest's settings in its host's container, as its own pods would get them
+(AVATARFLOW_<GUEST>_*), plus its extraEnv. */}}
 {{- define "avatarflow.colocate.env" -}}
 {{- $root := .root -}}
-{{- $r := $root.Values.components.refiner -}}
-- name: AVATARFLOW_RENDERER_COLOCATE
-  value: "refiner"
+{{- $p := include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}
+{{- $r := index $root.Values.components $p.guest -}}
+{{- $prefix := include "avatarflow.envPrefix" (dict "component" $p.guest) -}}
+- name: {{ printf "%sCOLOCATE" (include "avatarflow.envPrefix" .) }}
+  value: {{ $p.guest | quote }}
 {{- range $key, $name := dict "engine" "ENGINE" "device" "DEVICE" "dtype" "DTYPE" "engineOptions" "ENGINE_OPTIONS" }}
 {{- with (get $r $key) }}
-- name: {{ printf "AVATARFLOW_REFINER_%s" $name }}
+- name: {{ printf "%s%s" $prefix $name }}
   value: {{ . | toString | quote }}
 {{- end }}
 {{- end }}
 {{- if and $r.weights $r.weights.enabled }}
-- name: AVATARFLOW_REFINER_WEIGHTS
-  value: {{ $root.Values.colocate.refinerWeightsMountPath | quote }}
+- name: {{ printf "%sWEIGHTS" $prefix }}
+  value: {{ get $root.Values.colocate $p.weightsMountPath | quote }}
 {{- end }}
-{{- if and $root.Values.triton.enabled (hasKey $root.Values.triton.models "refiner") }}
-- name: AVATARFLOW_REFINER_TRITON_URL
+{{- if and $root.Values.triton.enabled (hasKey $root.Values.triton.models $p.guest) }}
+- name: {{ printf "%sTRITON_URL" $prefix }}
   value: {{ printf "%s:%d" (include "avatarflow.triton.fullname" $root) (int $root.Values.triton.ports.grpc) | quote }}
 {{- end }}
 {{- range $key, $value := ($r.config | default dict) }}
-- name: {{ printf "AVATARFLOW_REFINER_%s" (upper $key) }}
+- name: {{ printf "%s%s" $prefix (upper $key) }}
   value: {{ $value | toString | quote }}
 {{- end }}
 {{- with $r.extraEnv }}
@@ -44,34 +76,74 @@ them (AVATARFLOW_REFINER_*), plus its extraEnv. */}}
 {{- end }}
 {{- end -}}
 
-{{/* The co-located refiner's weights: a volume (refiner-weights) and its mount. */}}
+{{/* The co-located guest's weights: a volume (<guest>-weights) and its mount; {} when the
+component hosts no guest with weights. */}}
 {{- define "avatarflow.colocate.weights" -}}
 {{- $root := .root -}}
-{{- $r := $root.Values.components.refiner -}}
+{{- $p := include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}
+{{- $r := dict -}}
+{{- if $p -}}
+{{- $r = index $root.Values.components $p.guest -}}
+{{- end -}}
 {{- if and $r.weights $r.weights.enabled -}}
 {{- if not $r.weights.volume -}}
-{{- fail "components.refiner.weights.volume is required when weights are enabled" -}}
+{{- fail (printf "components.%s.weights.volume is required when weights are enabled" $p.guest) -}}
 {{- end -}}
-{{- $c := $root.Values.components.renderer -}}
-{{- if and $c.weights $c.weights.enabled (eq $c.weights.mountPath $root.Values.colocate.refinerWeightsMountPath) -}}
-{{- fail "colocate.refinerWeightsMountPath is the renderer's weights mountPath: pick another" -}}
+{{- $path := get $root.Values.colocate $p.weightsMountPath -}}
+{{- $c := index $root.Values.components .component -}}
+{{- if and $c.weights $c.weights.enabled (eq $c.weights.mountPath $path) -}}
+{{- fail (printf "colocate.%s is the %s's weights mountPath: pick another" $p.weightsMountPath .component) -}}
 {{- end -}}
-{{- $mount := dict "name" "refiner-weights" "mountPath" $root.Values.colocate.refinerWeightsMountPath "readOnly" true -}}
+{{- $name := printf "%s-weights" $p.guest -}}
+{{- $mount := dict "name" $name "mountPath" $path "readOnly" true -}}
 {{- with $r.weights.subPath -}}
 {{- $_ := set $mount "subPath" . -}}
 {{- end -}}
-{{- toYaml (dict "mount" $mount "volume" (merge (dict "name" "refiner-weights") (deepCopy $r.weights.volume))) -}}
+{{- toYaml (dict "mount" $mount "volume" (merge (dict "name" $name) (deepCopy $r.weights.volume))) -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The co-located renderer's resources: colocate.resources, or both stages' added up. */}}
+{{/* Where a component's pods may run, as YAML: its own nodeSelector, tolerations,
+runtimeClassName and affinity; a co-locating host's also admit its guest's node (a GPU node
+for a neural engine): nodeSelector both merged (the host's value wins on a key), tolerations
+both, runtimeClassName and affinity the host's, else the guest's. */}}
+{{- define "avatarflow.colocate.scheduling" -}}
+{{- $c := index .root.Values.components .component -}}
+{{- $out := dict "nodeSelector" ($c.nodeSelector | default dict) "tolerations" ($c.tolerations | default list) "runtimeClassName" ($c.runtimeClassName | default "") "affinity" ($c.affinity | default dict) -}}
+{{- $p := include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}
+{{- if $p -}}
+{{- $g := index .root.Values.components $p.guest -}}
+{{- $_ := set $out "nodeSelector" (mergeOverwrite (deepCopy ($g.nodeSelector | default dict)) (deepCopy $out.nodeSelector)) -}}
+{{- $_ = set $out "tolerations" (concat $out.tolerations ($g.tolerations | default list) | uniq) -}}
+{{- $_ = set $out "runtimeClassName" ($out.runtimeClassName | default $g.runtimeClassName | default "") -}}
+{{- $_ = set $out "affinity" ($out.affinity | default $g.affinity | default dict) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* A component's probes: the chart's, then a co-located guest's (its startup budget for
+loading its models), then the component's own over them. */}}
+{{- define "avatarflow.colocate.probes" -}}
+{{- $c := index .root.Values.components .component -}}
+{{- $probes := deepCopy .root.Values.probes -}}
+{{- $p := include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}
+{{- if $p -}}
+{{- $probes = mergeOverwrite $probes (deepCopy ((index .root.Values.components $p.guest).probes | default dict)) -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $probes (deepCopy ($c.probes | default dict))) -}}
+{{- end -}}
+
+{{/* The co-locating host's resources: its colocate resources value, or both stages' added
+up. */}}
 {{- define "avatarflow.colocate.resources" -}}
 {{- $root := .root -}}
-{{- if $root.Values.colocate.resources -}}
-{{- toYaml $root.Values.colocate.resources -}}
+{{- $p := include "avatarflow.colocate.pair" (dict "root" .root "component" .component "role" "host") | fromYaml -}}
+{{- $mine := get $root.Values.colocate $p.resources -}}
+{{- if $mine -}}
+{{- toYaml $mine -}}
 {{- else -}}
-{{- $a := $root.Values.components.renderer.resources | default dict -}}
-{{- $b := $root.Values.components.refiner.resources | default dict -}}
+{{- $a := (index $root.Values.components .component).resources | default dict -}}
+{{- $b := (index $root.Values.components $p.guest).resources | default dict -}}
 {{- $out := dict -}}
 {{- range $kind := list "requests" "limits" -}}
 {{- $x := get $a $kind | default dict -}}

@@ -169,6 +169,7 @@ changes, and the gateway reloads the files. */}}
 {{- $c := index $root.Values.components .component -}}
 {{- $secrets := include "avatarflow.component.secretVolumes" . | fromYamlArray -}}
 {{- $guest := include "avatarflow.colocate.weights" . | fromYaml -}}
+{{- $sched := include "avatarflow.colocate.scheduling" . | fromYaml -}}
 {{- $resources := $c.resources -}}
 {{- if include "avatarflow.colocating" . -}}
 {{- $resources = include "avatarflow.colocate.resources" . | fromYaml -}}
@@ -216,20 +217,20 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $c.runtimeClassName }}
+      {{- with $sched.runtimeClassName }}
       runtimeClassName: {{ . }}
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      {{- with $c.nodeSelector }}
+      {{- with $sched.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $c.tolerations }}
+      {{- with $sched.tolerations }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $c.affinity }}
+      {{- with $sched.affinity }}
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}

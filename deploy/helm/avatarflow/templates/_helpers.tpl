@@ -96,7 +96,7 @@ on its port, kubelet (which cannot speak TLS to a gRPC probe) probes the plainte
 port (gateway.tls.healthPort) instead. */}}
 {{- define "avatarflow.grpcProbes" -}}
 {{- $c := index .root.Values.components .component -}}
-{{- $probes := mergeOverwrite (deepCopy .root.Values.probes) (deepCopy ($c.probes | default dict)) -}}
+{{- $probes := include "avatarflow.colocate.probes" . | fromYaml -}}
 {{- $port := int $c.port -}}
 {{- $named := "grpc" -}}
 {{- if include "avatarflow.gateway.healthPort" . -}}

@@ -252,3 +252,54 @@ def test_a_finished_session_leaves_no_key(redis_url: str) -> None:
     assert keys.stream("s-end", AUDIO, shards) in running
     assert keys.own(GROUP, "s-end", shards) in running
     assert left == []
+
+
+def test_a_commit_and_the_next_read_share_one_write(redis_url: str) -> None:
+    """On a single Redis a stage's commit goes out together with its next read (one round
+    trip per message); what arrives afterwards is still received, in order, and a session
+    that ended in the commit is left out of that read (its streams are gone)."""
+    if redis_url.startswith("redis+cluster"):
+        pytest.skip("a cluster routes each command to its slot's node: no shared write")
+    from avatarflow.bus.streams import lane as lane_module
+
+    writes: list[list[str]] = []
+    reads: list[list[str]] = []  # the session streams each read asked for
+    real_send = lane_module.Lane._send
+
+    async def counting_send(self, batch):  # noqa: ANN001 - the lane's own signature
+        writes.append([str(c[0]) for commands, _ in batch for c in commands])
+        reads.extend([str(a) for a in c if ":s:" in str(a)] for commands, _ in batch
+                     for c in commands if c[0] == "XREADGROUP")
+        await real_send(self, batch)
+
+    async def main() -> list[int]:
+        source = _bus(redis_url, "gateway", "gw-pf")
+        stage = _bus(redis_url, "audio-encoder", "enc-pf")
+        await _open(source, "s-pf", 0)
+        got: list[int] = []
+        d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+        while d.msg.session_id != "s-pf":  # (sessions earlier tests left unread)
+            assert await stage.commit(d, FEATURES, [], ended=True)
+            d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+        assert await stage.commit(d, FEATURES, [d.msg], state=b"st")
+        lane_module.Lane._send = counting_send  # type: ignore[method-assign]
+        try:
+            for i in range(5):
+                await source.publish(AUDIO, _chunk("s-pf", i))
+                d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), 5)
+                got.append(d.msg.index)
+                assert await stage.commit(d, FEATURES, [m.AudioFeatures(
+                    session_id="s-pf", index=d.msg.index, features=np.zeros(4, np.float32))],
+                    state=b"st", ended=i == 4)
+        finally:
+            lane_module.Lane._send = real_send  # type: ignore[method-assign]
+        for b in (source, stage):
+            await b.close()
+        return got
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    shared = [w for w in writes if w[:1] == ["EVALSHA"] and "XREADGROUP" in w]
+    assert len(shared) >= 4, writes  # every commit carried the next read
+    # The read sent with the session's last commit no longer names its streams.
+    assert any("s-pf" in name for name in reads[-2]), reads
+    assert not any("s-pf" in name for name in reads[-1]), reads

@@ -104,7 +104,16 @@ class RedisBus(Bus):
         """Publishes, acknowledges and saves state for each delivery, in order, in one round
         trip; each one is atomic and checks that this consumer still owns the session."""
         turns = [self._consumer.turn_of(c.delivery) for c in commits]
-        oks = await self._committer.commit(topic, commits, turns)
+        source = {(c.delivery.topic, c.delivery.group) for c in commits}
+        lane, then = None, None
+        if len(source) == 1:  # the usual batch: one topic and group, read by this replica
+            (read_topic, group), = source
+            lane = self._consumer.read_lane(read_topic, group)
+            leaving = {c.delivery.msg.session_id for c in commits if c.ended}
+
+            def then() -> None:  # the next read goes out in the commit's write
+                self._consumer.prefetch(read_topic, group, leaving)
+        oks = await self._committer.commit(topic, commits, turns, lane=lane, then=then)
         for c, ok in zip(commits, oks, strict=True):
             if c.ended or not ok:
                 self._consumer.forget(c.delivery)

@@ -6,13 +6,14 @@ commits of a batch go out in one pipelined round trip."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from avatarflow.bus import connect, keys
 from avatarflow.bus.base import Commit
+from avatarflow.bus.streams.lane import Lane
 from avatarflow.bus.streams.replica import Replica
 from avatarflow.bus.streams.wire import tier_code
 from avatarflow.contracts import codec
@@ -34,12 +35,15 @@ class Committer:
                 if o.tier is not m.Tier.URGENT]
 
     async def commit(self, topic: str | None, commits: Sequence[Commit],
-                     turns: Sequence[int]) -> list[bool]:
+                     turns: Sequence[int], *, lane: Lane | None = None,
+                     then: Callable[[], None] | None = None) -> list[bool]:
         """Commits each delivery, in order, in one round trip; ``turns`` holds the current
-        turn of each one's session. False where the session is no longer this replica's."""
+        turn of each one's session. False where the session is no longer this replica's.
+        With ``lane``, the commits go out on it and ``then`` is called right after, before
+        anything is sent: what it submits to the lane goes out in the same write."""
         now = repr(time.time())
         calls = [self._call(topic, c, turn, now) for c, turn in zip(commits, turns, strict=True)]
-        return [bool(ok) for ok in await self._run(calls)]
+        return [bool(ok) for ok in await self._run(calls, lane, then)]
 
     def _call(self, topic: str | None, c: Commit, turn: int, now: str) -> list[Any]:
         """The COMMIT script's keys and arguments for one delivery."""
@@ -63,7 +67,8 @@ class Committer:
                 r.ttl_ms, r.settings.stream_maxlen, keys.GROUP_OF.get(out_topic, ""),
                 sid, len(codes), turn, *args]
 
-    async def _run(self, calls: list[list[Any]]) -> list[Any]:
+    async def _run(self, calls: list[list[Any]], lane: Lane | None = None,
+                   then: Callable[[], None] | None = None) -> list[Any]:
         """Runs the COMMIT script once per call in one pipelined round trip. EVALSHA goes
         straight out (a pipeline holding ``Script`` objects would first ask the server
         whether the script exists: a second round trip per commit); calls the server
@@ -72,10 +77,16 @@ class Committer:
         redis, script = self.replica.redis, self._script
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
-        lane = self.replica.lane("commit")
+        lane = lane or self.replica.lane("commit")
         for attempt in range(2):
             if lane is not None:
-                replies = await lane.run([["EVALSHA", script.sha, *calls[i]] for i in todo])
+                pending = lane.submit([["EVALSHA", script.sha, *calls[i]] for i in todo])
+                if then is not None:
+                    then()
+                    then = None
+                replies = await pending
+                # A retry must not queue behind whatever ``then`` sent (a blocking read).
+                lane = self.replica.lane("commit")
             else:
                 async with redis.pipeline(transaction=False) as p:
                     for i in todo:

@@ -62,13 +62,19 @@ class Lane:
         return reply
 
     async def run(self, commands: Sequence[Command]) -> list[Any]:
+        return await self.submit(commands)
+
+    def submit(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """Queues ``commands`` and returns the future of their replies: calls submitted
+        before the event loop next runs go out in one write, in order (a commit and the
+        read after it, say), each future resolved as soon as its own replies are in."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append((commands, future))
         if self._sender is None or self._sender.done():
             # Sent by a task of its own: a caller cancelled mid-call cannot leave the others'
             # calls unsent, nor the connection between a request and its reply.
             self._sender = asyncio.ensure_future(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         try:

@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_cluster --out bench/results
 	$(BIN)/python -m bench.profile_cluster --out bench/results
 	$(BIN)/python -m bench.run_efficiency --out bench/results
+	$(BIN)/python -m bench.capacity --out bench/results
 	$(BIN)/python -m bench.run_soak --base 16e695e --out bench/results
 	$(BIN)/python -m bench.run_takeover --out bench/results
 	$(BIN)/python -m bench.run_security --out bench/results

@@ -86,15 +86,16 @@ def test_the_refiner_has_no_process_of_its_own(colocated: LocalCluster) -> None:
         LocalCluster(colocate=True, replicas={"refiner": 2})
 
 
-def test_sessions_come_back_refined_without_a_rendered_stream(colocated: LocalCluster,
-                                                              avatar: str, inputs: dict) -> None:
+def sessions_watched(cluster: LocalCluster, avatar: str, inputs: dict, n: int = 2
+                     ) -> tuple[list[SessionRecord], list[str], set[str]]:
+    """``n`` sessions of SECONDS of speech through the public API, with the session ids and
+    every Redis key of those sessions seen while they ran."""
     rate = inputs["rate"]
     pcm = looped(inputs["pcm"], rate, SECONDS)
     sids: list[str] = []
     keys: set[str] = set()
 
     async def watch_redis(bus: RedisBus, done: asyncio.Event) -> None:
-        """Every key of the sessions in Redis while they run."""
         while not done.is_set():
             for sid in list(sids):
                 keys.update(await bus.session_keys(sid))
@@ -102,20 +103,25 @@ def test_sessions_come_back_refined_without_a_rendered_stream(colocated: LocalCl
 
     async def main() -> list[SessionRecord]:
         done = asyncio.Event()
-        bus = RedisBus(Settings(service="gateway", redis_url=colocated.redis_url))
-        async with AvatarClient(colocated.gateway_target) as c:
+        bus = RedisBus(Settings(service="gateway", redis_url=cluster.redis_url))
+        async with AvatarClient(cluster.gateway_target) as c:
             watcher = asyncio.ensure_future(watch_redis(bus, done))
             try:
                 return list(await asyncio.wait_for(asyncio.gather(*[
                     run_session(c, _config(avatar, rate), pcm, rate,
                                 on_started=lambda s: sids.append(s.session_id))
-                    for _ in range(2)]), SECONDS + 60))
+                    for _ in range(n)]), SECONDS + 60))
             finally:
                 done.set()
                 await watcher
                 await bus.close()
 
-    records = asyncio.run(main())
+    return asyncio.run(main()), sids, keys
+
+
+def test_sessions_come_back_refined_without_a_rendered_stream(colocated: LocalCluster,
+                                                              avatar: str, inputs: dict) -> None:
+    records, sids, keys = sessions_watched(colocated, avatar, inputs)
     for rec in records:
         assert rec.ended is not None and rec.indexes_strictly_increase
         assert rec.frames[-1].index >= int(SECONDS * 30) - 30

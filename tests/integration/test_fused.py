@@ -17,12 +17,10 @@ import time
 
 import pytest
 
-from avatarflow.bus.streams import RedisBus
 from avatarflow.client.api import AvatarClient, run_session
 from avatarflow.client.record import SessionRecord
 from avatarflow.dev.cluster import ClusterError, LocalCluster
 from avatarflow.dev.drill import looped, owner
-from avatarflow.runtime.settings import Settings
 from tests.integration.test_colocated import (
     ALWAYS_REFINE,
     OUTPUT,
@@ -31,6 +29,7 @@ from tests.integration.test_colocated import (
     _config,
     _stage_frames,
     _status,
+    sessions_watched,
 )
 
 HOST = "audio-encoder"
@@ -72,33 +71,7 @@ def test_motion_gen_and_the_refiner_have_no_processes(fused: LocalCluster) -> No
 def test_sessions_come_back_in_order_and_refined_over_three_hops(fused: LocalCluster,
                                                                  avatar: str,
                                                                  inputs: dict) -> None:
-    rate = inputs["rate"]
-    pcm = looped(inputs["pcm"], rate, SECONDS)
-    sids: list[str] = []
-    keys: set[str] = set()
-
-    async def watch_redis(bus: RedisBus, done: asyncio.Event) -> None:
-        while not done.is_set():
-            for sid in list(sids):
-                keys.update(await bus.session_keys(sid))
-            await asyncio.sleep(0.2)
-
-    async def main() -> list[SessionRecord]:
-        done = asyncio.Event()
-        bus = RedisBus(Settings(service="gateway", redis_url=fused.redis_url))
-        async with AvatarClient(fused.gateway_target) as c:
-            watcher = asyncio.ensure_future(watch_redis(bus, done))
-            try:
-                return list(await asyncio.wait_for(asyncio.gather(*[
-                    run_session(c, _config(avatar, rate), pcm, rate,
-                                on_started=lambda s: sids.append(s.session_id))
-                    for _ in range(2)]), SECONDS + 60))
-            finally:
-                done.set()
-                await watcher
-                await bus.close()
-
-    records = asyncio.run(main())
+    records, sids, keys = sessions_watched(fused, avatar, inputs)
     for rec in records:
         assert rec.ended is not None and rec.indexes_strictly_increase
         assert rec.frames[-1].index >= int(SECONDS * 30) - 30

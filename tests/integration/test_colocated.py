@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import grpc
+import numpy as np
 import pytest
 
 from avatarflow.bus.streams import RedisBus
@@ -138,21 +139,22 @@ def test_sessions_come_back_refined_without_a_rendered_stream(colocated: LocalCl
     assert sum(s.frames for s in statuses) >= sum(len(r.frames) for r in records)
 
 
-def test_a_killed_renderer_hands_its_sessions_to_the_other_replica(colocated: LocalCluster,
-                                                                   avatar: str,
-                                                                   inputs: dict) -> None:
+def session_with_owner_killed(cluster: LocalCluster, service: str, avatar: str, inputs: dict
+                              ) -> tuple[SessionRecord, np.ndarray, int, float]:
+    """A session of SECONDS + 4 s of speech whose owner on ``service`` is killed 3 s in: its
+    record, the audio, the replica killed and when."""
     rate = inputs["rate"]
     pcm = looped(inputs["pcm"], rate, SECONDS + 4)
     killed: list[tuple[int, float]] = []
 
     async def kill() -> None:
         await asyncio.sleep(3.0)
-        victim = await owner(colocated, "renderer")
-        colocated.kill("renderer", victim)
+        victim = await owner(cluster, service)
+        cluster.kill(service, victim)
         killed.append((victim, time.monotonic()))
 
     async def main() -> SessionRecord:
-        async with AvatarClient(colocated.gateway_target) as c:
+        async with AvatarClient(cluster.gateway_target) as c:
             rec, _ = await asyncio.wait_for(asyncio.gather(
                 run_session(c, _config(avatar, rate), pcm, rate, keep_data=False), kill()),
                 pcm.size / rate + 60)
@@ -160,6 +162,33 @@ def test_a_killed_renderer_hands_its_sessions_to_the_other_replica(colocated: Lo
 
     rec = asyncio.run(main())
     (victim, killed_at), = killed
+    return rec, pcm, victim, killed_at
+
+
+def up_output(tmp_path, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's path
+    """``avatarflow up ARGS`` on the stand-in services of tests/unit/test_up.py, stopped with
+    SIGTERM once it is up: its exit code, the lines it printed until then and the rest."""
+    from tests.unit.test_up import _read_until, _up
+
+    proc = _up(tmp_path, free_port(), *args)
+    lines: list[str] = []
+    try:
+        _read_until(proc, lines, "Ctrl-C")
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    return proc.returncode, "".join(lines), rest
+
+
+def test_a_killed_renderer_hands_its_sessions_to_the_other_replica(colocated: LocalCluster,
+                                                                   avatar: str,
+                                                                   inputs: dict) -> None:
+    rate = inputs["rate"]
+    rec, pcm, victim, killed_at = session_with_owner_killed(colocated, "renderer", avatar,
+                                                            inputs)
     survivor = 1 - victim
     assert not colocated.alive("renderer", victim) and colocated.alive("renderer", survivor)
     assert rec.ended is not None, "the session must end normally"
@@ -175,20 +204,8 @@ def test_a_killed_renderer_hands_its_sessions_to_the_other_replica(colocated: Lo
 
 def test_up_colocate_starts_no_refiner_and_says_where_it_runs(tmp_path) -> None:
     """``avatarflow up --colocate`` on the stand-in services of tests/unit/test_up.py."""
-    from tests.unit.test_up import _read_until, _up
-
-    proc = _up(tmp_path, free_port(), "--colocate", "--replicas", "renderer=2")
-    lines: list[str] = []
-    try:
-        _read_until(proc, lines, "Ctrl-C")
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.communicate(timeout=30)
-    text = "".join(lines)
-    assert proc.returncode == 0, text + rest
+    code, text, rest = up_output(tmp_path, "--colocate", "--replicas", "renderer=2")
+    assert code == 0, text + rest
     assert re.search(r"^  refiner +inside each renderer process \(--colocate\)$", text, re.M), text
     assert "renderer-1" in text and not list(tmp_path.glob("refiner-*.log"))
     assert "AVATARFLOW_RENDERER_COLOCATE" not in text  # an env var, not a table row
@@ -198,20 +215,8 @@ def test_up_colocate_starts_no_refiner_and_says_where_it_runs(tmp_path) -> None:
 
 def test_up_colocate_all_runs_both_guests_inside_their_hosts(tmp_path) -> None:
     """``avatarflow up --colocate all``: the fused layout, three kinds of process."""
-    from tests.unit.test_up import _read_until, _up
-
-    proc = _up(tmp_path, free_port(), "--colocate", "all")
-    lines: list[str] = []
-    try:
-        _read_until(proc, lines, "Ctrl-C")
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.communicate(timeout=30)
-    text = "".join(lines)
-    assert proc.returncode == 0, text + rest
+    code, text, rest = up_output(tmp_path, "--colocate", "all")
+    assert code == 0, text + rest
     assert re.search(r"^  motion-gen +inside each audio-encoder process \(--colocate\)$", text,
                      re.M), text
     assert re.search(r"^  refiner +inside each renderer process \(--colocate\)$", text, re.M)

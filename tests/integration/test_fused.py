@@ -13,22 +13,19 @@ co-located one never run at the same time on a small machine.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from avatarflow.client.api import AvatarClient, run_session
-from avatarflow.client.record import SessionRecord
+from avatarflow.client.api import AvatarClient
 from avatarflow.dev.cluster import ClusterError, LocalCluster
-from avatarflow.dev.drill import looped, owner
 from tests.integration.test_colocated import (
     ALWAYS_REFINE,
     OUTPUT,
     SECONDS,
     STALL_S,
-    _config,
     _stage_frames,
     _status,
+    session_with_owner_killed,
     sessions_watched,
 )
 
@@ -90,24 +87,7 @@ def test_sessions_come_back_in_order_and_refined_over_three_hops(fused: LocalClu
 def test_a_killed_fused_audio_encoder_hands_its_sessions_to_the_other_replica(
         fused: LocalCluster, avatar: str, inputs: dict) -> None:
     rate = inputs["rate"]
-    pcm = looped(inputs["pcm"], rate, SECONDS + 4)
-    killed: list[tuple[int, float]] = []
-
-    async def kill() -> None:
-        await asyncio.sleep(3.0)
-        victim = await owner(fused, HOST)
-        fused.kill(HOST, victim)
-        killed.append((victim, time.monotonic()))
-
-    async def main() -> SessionRecord:
-        async with AvatarClient(fused.gateway_target) as c:
-            rec, _ = await asyncio.wait_for(asyncio.gather(
-                run_session(c, _config(avatar, rate), pcm, rate, keep_data=False), kill()),
-                pcm.size / rate + 60)
-            return rec
-
-    rec = asyncio.run(main())
-    (victim, killed_at), = killed
+    rec, pcm, victim, killed_at = session_with_owner_killed(fused, HOST, avatar, inputs)
     survivor = 1 - victim
     assert not fused.alive(HOST, victim) and fused.alive(HOST, survivor)
     assert rec.ended is not None, "the session must end normally"

@@ -1,14 +1,16 @@
 """Capacity at 512x768 by soak: how many sessions one machine holds at full quality.
 
 For each layout (``separate``: every service its own process; ``colocated``: the refiner inside
-the renderer process; ``fused``: motion-gen inside the audio-encoder process too; a tree without
-one, e.g. an older ``--base``, is skipped with a note) and each step (2, 3, 4 ... sessions), a
-fresh cluster holds that many sessions for ``--minutes`` (5 by default; the issue asks for at
-least 5 per step), speech looped and paced in real time through the public API
-(bench/soak_probe.py, one fresh process per step). A step holds when under 1% of the frames its
-audio should make were dropped or late (past the 500 ms frame budget), under 1% were delivered
-unrefined, and every session kept 29.1 fps; a layout stops at its first step that does not hold.
-The capacity is the last step that held. Target (issue 13): 4 sessions.
+the renderer process; ``fused``: motion-gen inside the audio-encoder process too; ``fused-2``:
+the fused layout with two renderer replicas, each running its refiner, as a node of two 1-core
+renderer pods would; a tree without one, e.g. an older ``--base``, is skipped with a note) and
+each step (2, 3, 4 ... sessions), a fresh cluster holds that many sessions for ``--minutes`` (5
+by default; the issue asks for at least 5 per step), speech looped and paced in real time
+through the public API (bench/soak_probe.py, one fresh process per step). A step holds when
+under 1% of the frames its audio should make were dropped or late (past the 500 ms frame
+budget), under 1% were delivered unrefined, and every session kept 29.1 fps; a layout stops at
+its first step that does not hold. The capacity is the last step that held. Target (issue 13): 4
+sessions.
 
 ``--base COMMIT`` runs the same steps on that commit too, in a temporary git worktree
 (bench/compare.py's machinery), interleaved step by step with the current tree, so before and
@@ -41,7 +43,7 @@ from bench.compare import (
 )
 
 PROBE = Path(__file__).resolve().parent / "soak_probe.py"
-LAYOUTS = ("separate", "colocated", "fused")
+LAYOUTS = ("separate", "colocated", "fused", "fused-2")
 STARTUP_S = 300.0  # a probe's cluster start, registration and stop, generously
 
 

@@ -1,9 +1,11 @@
 """One soak step in a fresh process, for ``bench.run_soak``: N sessions held on a fresh cluster.
 
-``python soak_probe.py --layout separate|colocated|fused --sessions N --minutes M --json-out
-F`` starts this tree's LocalCluster (co-located: ``LocalCluster(colocate=True)``; fused:
-``LocalCluster(colocate=("motion-gen", "refiner"))``; each reported as skipped where the tree
-lacks it), registers the portrait and holds N sessions for M minutes
+``python soak_probe.py --layout separate|colocated|fused|fused-2 --sessions N --minutes M
+--json-out F`` starts this tree's LocalCluster (co-located: ``LocalCluster(colocate=True)``;
+fused: ``LocalCluster(colocate=("motion-gen", "refiner"))``; fused-2: the same with two
+renderer replicas, each with its refiner, as a node of two 1-core pods would run them; each
+reported as skipped where the tree lacks it), registers the portrait and holds N sessions for M
+minutes
 each, the speech looped and paced in real time in 20 ms chunks through the public API. It
 counts, per session and in all:
 
@@ -88,11 +90,22 @@ def step_figures(sessions: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- the cluster side ------------------------------------------------------------------------
 
-def _processes(cluster: Any, services: tuple[str, ...]) -> dict[str, int]:
-    """The running process of each service that has one (a co-located refiner has none:
-    ``LocalCluster.services`` leaves it out; a tree without that property has them all)."""
+def _replicas(cluster: Any, services: tuple[str, ...]) -> list[tuple[str, int, str]]:
+    """(service, replica, name) of each running process of each service that has any (a
+    co-located refiner has none: ``LocalCluster.services`` leaves it out; a tree without that
+    property has them all); the name is the service's, ``<service>-<n>`` for replica n > 0."""
     names = getattr(cluster, "services", services)
-    return {s: pid for s in names if (pid := cluster.pid(s)) is not None and cluster.alive(s)}
+    out = []
+    for s in names:
+        for i in range(cluster.replicas(s) if hasattr(cluster, "replicas") else 1):
+            if cluster.pid(s, i) is not None and cluster.alive(s, i):
+                out.append((s, i, s if i == 0 else f"{s}-{i}"))
+    return out
+
+
+def _processes(cluster: Any, services: tuple[str, ...]) -> dict[str, int]:
+    """The pid of each running process, by name (see ``_replicas``)."""
+    return {name: cluster.pid(s, i) for s, i, name in _replicas(cluster, services)}
 
 
 def _proc_figures(pids: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -115,13 +128,15 @@ async def _stage_status(cluster: Any, pb: Any, stub: Any) -> dict[str, Any]:
     import grpc
 
     out: dict[str, Any] = {}
-    for s in (x for x in _processes(cluster, STAGES) if x in STAGES):
+    for s, replica, key in _replicas(cluster, STAGES):
+        if s not in STAGES:
+            continue
         try:
-            async with grpc.aio.insecure_channel(cluster.target(s)) as ch:
+            async with grpc.aio.insecure_channel(cluster.target(s, replica)) as ch:
                 st = await stub(ch).Status(pb.StatusRequest(), timeout=10)
-            out[s] = {"frames": st.frames, "dropped": st.dropped, "degraded": st.degraded}
+            out[key] = {"frames": st.frames, "dropped": st.dropped, "degraded": st.degraded}
         except grpc.aio.AioRpcError as exc:
-            out[s] = {"error": f"{exc.code().name}: {exc.details()}"}
+            out[key] = {"error": f"{exc.code().name}: {exc.details()}"}
     return out
 
 
@@ -148,12 +163,14 @@ def soak(a: argparse.Namespace) -> dict[str, Any]:
     # What the machine holds, not what the gateway admits: its session limit (derived from
     # a measured capacity) must not end a step early.
     options: dict[str, Any] = {"env": {"AVATARFLOW_GATEWAY_MAX_SESSIONS": "1000"}}
-    if a.layout in ("colocated", "fused"):
+    if a.layout == "fused-2":
+        options["replicas"] = {"renderer": 2}
+    if a.layout in ("colocated", "fused", "fused-2"):
         if "colocate" not in inspect.signature(local.LocalCluster).parameters:
             return {"skipped": "this tree's LocalCluster has no colocate parameter",
                     "modules": cp._loaded_modules()}
         options["colocate"] = True
-    if a.layout == "fused":
+    if a.layout in ("fused", "fused-2"):
         if "motion-gen" not in getattr(local, "COLOCATE_HOSTS", {}):
             return {"skipped": "this tree's LocalCluster cannot co-locate motion-gen",
                     "modules": cp._loaded_modules()}
@@ -206,7 +223,8 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layout", choices=("separate", "colocated", "fused"), default="separate")
+    ap.add_argument("--layout", choices=("separate", "colocated", "fused", "fused-2"),
+                    default="separate")
     ap.add_argument("--sessions", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--size", default="512x768", help="upper-body WxH")

@@ -15,16 +15,24 @@ over the face, then upsampled. Everything that depends only on the avatar
 (anchors, grids, their kernel blocks, the closed-mouth base image) lives in a ``WarpPlan``.
 The renderer's warp engine and the refiner's blend engine both use it, so the body pass and the
 refined face agree on the geometry.
+
+A frame's controls, field and the field's grid evaluations are a ``Solved``, made once per
+motion frame and plan (``WarpPlan.solve``). The plans are the process's (``plans``): where the
+refiner runs in the renderer's process (embedded, co-located) it gets the very MotionFrame the
+renderer had, and so the renderer's solution instead of solving the frame again.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from avatarflow.avatars._cv import cv2
 from avatarflow.avatars.mouthclose import MouthClosing, closed_canvas
+from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.contracts import motion as mo
 from avatarflow.contracts.messages import MotionFrame
@@ -39,6 +47,7 @@ ROI_EPS = 0.3  # px: displacements below this are not worth resampling
 # the thin lid fold of an open-eyed photo any further smears the brow).
 LID_WARP = 0.4
 BLINKS = [mo.EXPR["blink_left"], mo.EXPR["blink_right"]]
+SOLVED_KEPT = 32  # frames' solutions a plan keeps (a batch of frames is rendered, then refined)
 
 
 def iod_px(avatar: Avatar) -> float:
@@ -164,6 +173,53 @@ class Field:
         return v * (fade * s)
 
 
+class Solved:
+    """One motion frame's warp on one plan: the face keypoints the painters use, the field, and
+    the field's grid evaluations, each computed when first asked for."""
+
+    __slots__ = ("plan", "face", "field", "_body", "_coarse", "_fine")
+
+    def __init__(self, plan: WarpPlan, face: np.ndarray, fld: Field) -> None:
+        self.plan, self.face, self.field = plan, face, fld
+        self._body: np.ndarray | None = None
+        self._coarse: np.ndarray | None = None
+        self._fine: np.ndarray | None = None
+
+    def body(self) -> np.ndarray | None:
+        """The body layer on the coarse grid (gh x gw x 2, px), None where it is zero."""
+        fld = self.field
+        if self._body is None and fld.body_w is not None:
+            p = self.plan
+            self._body = (fld.body(p.coarse_pts, p.k_ca).reshape(*p.coarse_shape, 2)
+                          * p.coarse_person)
+        return self._body
+
+    def coarse(self) -> np.ndarray:
+        """Both layers on the coarse grid: gh x gw x 2 px."""
+        if self._coarse is None:
+            p, fld, body = self.plan, self.field, self.body()
+            gh, gw = p.coarse_shape
+            total = (np.zeros((gh * gw, 2), np.float32) if body is None
+                     else body.reshape(-1, 2).copy())
+            if fld.head_w is not None:
+                total[p.head_idx] += fld.head(p.coarse_pts[p.head_idx], p.coarse_fade)
+            self._coarse = total.reshape(gh, gw, 2)
+        return self._coarse
+
+    def fine(self, cells: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Both layers on the fine grid (or its ``cells`` window r0, r1, c0, c1): the whole
+        grid is kept once computed; a window alone is not."""
+        if self._fine is not None:
+            if cells is None:
+                return self._fine
+            r0, r1, c0, c1 = cells
+            return self._fine[r0:r1, c0:c1]
+        fine = self.plan.fine_layers(self.field, self.body(), cells)
+        if cells is None:
+            self._fine = fine
+        return fine
+
+
 class WarpPlan:
     """Session-constant pieces of the warp for one avatar."""
 
@@ -181,7 +237,9 @@ class WarpPlan:
         self.box = self._face_box()
         x0, y0, x1, y1 = self.box
         self.fine_pts, self.fine_shape = _cell_grid(x0, y0, x1 - x0, y1 - y0, self.fine_cell)
-        self.fine_ramp = _ramp(y1 - y0, x1 - x0, 2.0 * self.fine_cell)
+        # Weights of the fine layer and of the coarse one over the face box (cv2.blendLinear).
+        self.fine_ramp = _ramp(y1 - y0, x1 - x0, 2.0 * self.fine_cell)[..., 0]
+        self.coarse_ramp = 1.0 - self.fine_ramp
 
         self.ring = self._ring()
         self.person = self._person_weight()
@@ -201,6 +259,8 @@ class WarpPlan:
         # Fine grid points in coarse-grid index units, to sample the body layer there.
         self.fine_in_coarse = ((self.fine_pts - (cell - 1) / 2) / cell).reshape(
             *self.fine_shape, 2).astype(np.float32)
+        self._solved: OrderedDict[int, tuple[MotionFrame, Solved]] = OrderedDict()
+        self._solved_lock = threading.Lock()
 
     def _template_to_canvas(self, pts: np.ndarray) -> np.ndarray:
         av = self.avatar
@@ -283,6 +343,22 @@ class WarpPlan:
 
     # -- per frame -------------------------------------------------------------------------
 
+    def solve(self, motion: MotionFrame) -> Solved:
+        """The frame's controls and field, solved once per MotionFrame object: a second engine
+        asking for the same frame (the refiner after the renderer, in one process) gets the
+        first one's solution and its grid evaluations."""
+        with self._solved_lock:
+            hit = self._solved.get(id(motion))
+            if hit is not None and hit[0] is motion:
+                return hit[1]
+        rest, warp_face, body_src, body_tgt, face = self.controls(motion)
+        solved = Solved(self, face, self.field(rest, warp_face, body_src, body_tgt))
+        with self._solved_lock:
+            self._solved[id(motion)] = (motion, solved)  # the frame held: its id stays unique
+            while len(self._solved) > SOLVED_KEPT:
+                self._solved.popitem(last=False)
+        return solved
+
     def controls(self, motion: MotionFrame):
         """(face source, warp face target, body source, body target, face target), canvas px.
 
@@ -341,9 +417,10 @@ class WarpPlan:
             fld.head_affine = z[len(r):].astype(np.float32)
         return fld
 
-    def _fine(self, fld: Field, coarse_body: np.ndarray | None,
-              cells: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """Total displacement on the fine grid (or its ``cells`` window r0, r1, c0, c1)."""
+    def fine_layers(self, fld: Field, coarse_body: np.ndarray | None,
+                    cells: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Total displacement on the fine grid (or its ``cells`` window r0, r1, c0, c1), the
+        body layer sampled from its coarse grid."""
         gh, gw = self.fine_shape
         r0, r1, c0, c1 = cells or (0, gh, 0, gw)
         pts = self.fine_pts.reshape(gh, gw, 2)[r0:r1, c0:c1].reshape(-1, 2)
@@ -355,23 +432,13 @@ class WarpPlan:
                               borderMode=cv2.BORDER_REPLICATE)
         return fine
 
-    def _coarse(self, fld: Field) -> tuple[np.ndarray, np.ndarray | None]:
-        gh, gw = self.coarse_shape
-        body = None
-        if fld.body_w is not None:
-            body = fld.body(self.coarse_pts, self.k_ca).reshape(gh, gw, 2) * self.coarse_person
-        total = np.zeros((gh * gw, 2), np.float32) if body is None else body.reshape(-1, 2).copy()
-        if fld.head_w is not None:
-            total[self.head_idx] += fld.head(self.coarse_pts[self.head_idx], self.coarse_fade)
-        return total.reshape(gh, gw, 2), body
-
-    def backward_map(self, fld: Field) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    def backward_map(self, solved: Solved) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
         """Source coordinates for the region that moves: (roi, h x w x 2 map), or None."""
-        if fld.zero:
+        if solved.field.zero:
             return None
         c = self.cell
         gh, gw = self.coarse_shape
-        coarse, body = self._coarse(fld)
+        coarse = solved.coarse()
         big = np.abs(coarse).max(axis=2) > ROI_EPS
         fx0, fy0, fx1, fy1 = self.box
         rows, cols = np.nonzero(big)
@@ -386,19 +453,19 @@ class WarpPlan:
         x1, y1 = min(gw * c, -(-x1 // c) * c), min(gh * c, -(-y1 // c) * c)
         sub = coarse[y0 // c: y1 // c, x0 // c: x1 // c]
         up: np.ndarray = cv2.resize(sub, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        fup: np.ndarray = cv2.resize(self._fine(fld, body), (fx1 - fx0, fy1 - fy0),
+        fup: np.ndarray = cv2.resize(solved.fine(), (fx1 - fx0, fy1 - fy0),
                                      interpolation=cv2.INTER_LINEAR)
         bx0, by0 = max(fx0, x0), max(fy0, y0)
         bx1, by1 = min(fx1, x1), min(fy1, y1)
         if bx1 > bx0 and by1 > by0:
             dst = up[by0 - y0: by1 - y0, bx0 - x0: bx1 - x0]
             src = fup[by0 - fy0: by1 - fy0, bx0 - fx0: bx1 - fx0]
-            ramp = self.fine_ramp[by0 - fy0: by1 - fy0, bx0 - fx0: bx1 - fx0]
-            dst += ramp * (src - dst)
+            win = (slice(by0 - fy0, by1 - fy0), slice(bx0 - fx0, bx1 - fx0))
+            dst[:] = cv2.blendLinear(src, dst, self.fine_ramp[win], self.coarse_ramp[win])
         up += self.identity[y0:y1, x0:x1]
         return (x0, y0, x1, y1), up
 
-    def fine_field(self, fld: Field, factor: int,
+    def fine_field(self, solved: Solved, factor: int,
                    region: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Displacements (canvas px) over the face box, ``factor`` samples per pixel.
 
@@ -406,18 +473,27 @@ class WarpPlan:
         """
         bx0, by0, bx1, by1 = self.box
         x0, y0, x1, y1 = region or (0, 0, bx1 - bx0, by1 - by0)
-        if fld.zero:
+        if solved.field.zero:
             return np.zeros(((y1 - y0) * factor, (x1 - x0) * factor, 2), np.float32)
         c = self.fine_cell
         gh, gw = self.fine_shape
         r0, c0 = y0 // c, x0 // c
         r1, c1 = min(gh, -(-y1 // c)), min(gw, -(-x1 // c))
-        body = None
-        if fld.body_w is not None:
-            body = fld.body(self.coarse_pts, self.k_ca).reshape(*self.coarse_shape, 2)
-            body *= self.coarse_person
-        fine = self._fine(fld, body, (r0, r1, c0, c1))
+        fine = solved.fine((r0, r1, c0, c1))
         up = cv2.resize(fine, ((c1 - c0) * c * factor, (r1 - r0) * c * factor),
                         interpolation=cv2.INTER_LINEAR)
         oy, ox = (y0 - r0 * c) * factor, (x0 - c0 * c) * factor
         return up[oy: oy + (y1 - y0) * factor, ox: ox + (x1 - x0) * factor]
+
+
+_PLANS: dict[int, PlanCache[WarpPlan]] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def plans(cell: int = 16) -> PlanCache[WarpPlan]:
+    """The process's warp plans with ``cell`` px coarse cells, shared by every engine in it."""
+    with _PLANS_LOCK:
+        cache = _PLANS.get(cell)
+        if cache is None:
+            cache = _PLANS[cell] = PlanCache(lambda a: WarpPlan(a, cell))
+        return cache

@@ -19,6 +19,9 @@ Per topic a stage consumes, per shard:
 Per replica, per shard:
   af:{n}:alive:<group>:<consumer>   the replica's lease, renewed every heartbeat; once it
                                     lapsed, TAKE lets another replica have its sessions
+Per consumer group:
+  af:{0}:load:<group>     hash: consumer -> "<sessions held> <valid until, unix ms>", written
+                          every heartbeat, so new sessions go to the least busy replicas
 Once per deployment:
   af:bus:shards           the shard count, recorded by the first process: all must agree
 Portraits:
@@ -65,6 +68,10 @@ def alive(group: str, consumer: str, shard: int = 0) -> str:
     return f"af:{{{shard}}}:alive:{group}:{consumer}"
 
 
+def load(group: str) -> str:
+    return f"af:{{0}}:load:{group}"
+
+
 def sid_of(key: str) -> str:
     """The session id inside a session stream's name (af:{n}:s:<sid>:<topic>)."""
     return key[key.index(":s:") + 3:key.rindex(":")]
@@ -89,6 +96,19 @@ redis.call('HSET', KEYS[5], 'owner', ARGV[4], 'turn', 0)
 redis.call('PEXPIRE', KEYS[5], ARGV[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 's', ARGV[3])
 return 1
+"""
+
+# Passes a join entry a replica read on to the others (it has more sessions than another live
+# replica): the entry is acknowledged, deleted and added again as a new one, which the next
+# replica that reads the join stream gets. Returns the new id, or false when it was deleted.
+# KEYS: join stream
+# ARGV: group, entry id
+PASS = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if #found == 0 then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', unpack(found[1][2]))
 """
 
 # Takes a session for a consumer, atomically. Refused ('held') while another consumer owns it

@@ -9,7 +9,7 @@ from typing import cast
 import numpy as np
 
 from avatarflow.bus import keys
-from avatarflow.bus.streams.queues import SessionQueue, TopicQueue
+from avatarflow.bus.streams.queues import JoinShare, SessionQueue, TopicQueue
 from avatarflow.bus.streams.wire import Entry, fields
 from avatarflow.contracts import messages as m
 from avatarflow.runtime.registry import AUDIO
@@ -55,3 +55,32 @@ def test_control_waits_for_the_start_then_overtakes_data() -> None:
     assert got[2:] == []
     assert sorted(entry_id for _, entry_id in q.skipped) == [b"2-0", b"3-0"]
     assert q.backlog() == 0
+
+
+def test_new_sessions_go_to_the_replicas_holding_the_fewest() -> None:
+    share = JoinShare(patience_s=1.0)
+    assert share.reads(5, now=0.0) and share.takes(5)  # no other live replica
+    share.peers = 2
+    assert share.reads(2, now=0.0) and share.takes(2)  # as few as the least busy peer
+    assert not share.reads(3, now=0.0)  # more: it leaves the join streams out of its reads
+    assert not share.takes(3)  # and passes on what it read anyway
+    assert not share.reads(3, now=60.0)  # however long, while no session waits
+    share.peers = 3
+    assert share.reads(3, now=60.0) and share.takes(3)  # the peer caught up
+
+
+def test_a_busier_replica_takes_a_session_left_waiting_too_long() -> None:
+    """A peer that holds fewer sessions but takes none (stuck, or its count out of date)
+    holds a new session up for ``patience_s`` at most: then the busier replica reads the join
+    streams until it has taken one, and holds back again."""
+    share = JoinShare(patience_s=1.0)
+    share.peers = 0
+    share.seen(True, now=10.0)  # a session waits unread
+    assert [share.reads(4, now=t) for t in (10.0, 10.5, 11.0, 11.2)] == \
+        [False, False, True, True]
+    assert share.takes(4)  # the session it read: its own
+    assert not share.takes(5)  # but only that one
+    share.seen(True, now=11.5)  # another waits
+    assert [share.reads(5, now=t) for t in (11.5, 12.25, 12.5)] == [False, False, True]
+    share.seen(False, now=12.6)  # a peer took it meanwhile: it holds back again
+    assert not share.reads(5, now=12.6) and not share.takes(5)

@@ -12,20 +12,10 @@ import pytest
 from avatarflow.bus import connect, keys
 from avatarflow.bus.streams import RedisBus
 from avatarflow.contracts import messages as m
-from avatarflow.dev.redis_cluster import RedisClusterServer
-from avatarflow.dev.redis_server import RedisServer
 from avatarflow.runtime.registry import AUDIO, FEATURES
 from avatarflow.runtime.settings import Settings
 
 GROUP = "audio-encoder-workers"
-
-
-@pytest.fixture(scope="module", params=["redis", "cluster"])
-def redis_url(request: pytest.FixtureRequest):
-    """A single redis-server, then a 3-master Redis Cluster (16 bus shards over its slots)."""
-    server = RedisServer() if request.param == "redis" else RedisClusterServer(masters=3)
-    with server:
-        yield server.url
 
 
 def _bus(url: str, service: str, consumer: str) -> RedisBus:

@@ -222,12 +222,12 @@ class Consumer:
 
     def _streams(self, q: TopicQueue, leaving: set[str] | None = None
                  ) -> dict[int, dict[KeyT, StreamIdT]]:
-        """What to read, per shard: its join stream (stages), then for each owned session its
-        control stream (stages; the gateway is its source) and its data stream; the sessions
-        in ``leaving`` left out."""
+        """What to read, per shard: its join stream (stages, while this replica takes new
+        sessions: ``JoinShare``), then for each owned session its control stream (stages; the
+        gateway is its source) and its data stream; the sessions in ``leaving`` left out."""
         r = self.replica
         shards: dict[int, dict[KeyT, StreamIdT]] = {}
-        if q.join:
+        if q.join and q.share.reads(len(q.sessions), asyncio.get_running_loop().time()):
             for shard in range(r.shards):
                 shards[shard] = {keys.join(q.topic, shard): ">"}
         for s in q.sessions.values():
@@ -278,12 +278,17 @@ class Consumer:
         return replies
 
     async def _take_in(self, q: TopicQueue, reply: list[Any]) -> None:
-        """Hands what a read returned to the sessions' queues (join entries: owns them)."""
+        """Hands what a read returned to the sessions' queues. A join entry: owns its session,
+        or passes it on to a less busy replica (``JoinShare``; a read returns several, and
+        on a cluster several reads are in flight)."""
         for stream, entries in reply:
             name = stream.decode()
             if ":join:" in name:
                 for entry_id, fields in entries:
-                    await self.ownership.own(q, name, entry_id, fields)
+                    if fields is None or q.share.takes(len(q.sessions)):
+                        await self.ownership.own(q, name, entry_id, fields)
+                    else:
+                        await self.ownership.pass_on(q, name, entry_id)
                 continue
             s = q.sessions.get(keys.sid_of(name))
             if s is not None:  # else: no longer ours (ended, or taken over meanwhile)

@@ -5,7 +5,9 @@ session's owner hash, which also moves the session's join entry and every entry 
 owner had read and not committed to it. Every heartbeat the replica renews its liveness key,
 its lease: TAKE refuses a session whose owner's lease is alive, so a session changes hands only
 once its owner's lease lapsed, and the claim loop of each replica takes the sessions of owners
-whose lease lapsed. A process restarted under the same consumer name resumes its own sessions
+whose lease lapsed. The heartbeat also records how many sessions the replica holds, and the
+claim loop reads the others' counts, so new sessions go to the least busy replicas
+(``queues.JoinShare``). A process restarted under the same consumer name resumes its own sessions
 before its first read.
 
 The owner reads its sessions' streams only while its lease surely holds (``Lease``): a replica
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +36,8 @@ from avatarflow.runtime.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
+FORGET_LOAD_S = 60.0  # a replica's session count this long out of date is deleted
+
 
 class Ownership:
     """Joins the consumer groups, owns sessions, heartbeats, claims and hands sessions back."""
@@ -40,6 +45,7 @@ class Ownership:
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self._take_script = connect.script(replica.redis, keys.TAKE)
+        self._pass_script = connect.script(replica.redis, keys.PASS)
         self._tasks = TaskGroup(f"bus-{replica.consumer}")
 
     def watch(self, q: TopicQueue) -> None:
@@ -96,6 +102,13 @@ class Ownership:
         q.add(s)
         return True
 
+    async def pass_on(self, q: TopicQueue, join: str, join_id: bytes) -> None:
+        """Leaves the session an entry of join stream ``join`` announces to the next replica
+        that reads the stream (this one holds more sessions than another)."""
+        await self._pass_script(keys=[join], args=[q.group, join_id])
+        log.debug("%s: passed a new session on (%d held here, %s at the least busy peer)",
+                  q.group, len(q.sessions), q.share.peers)
+
     async def release(self, queues: Iterable[TopicQueue]) -> None:
         """Stops heartbeating, so the other replicas take this one's sessions at once."""
         r = self.replica
@@ -105,6 +118,7 @@ class Ownership:
                 if q.join:
                     for shard in range(r.shards):  # one key per slot: one DEL each
                         p.delete(keys.alive(q.group, r.consumer, shard))
+                    p.hdel(keys.load(q.group), r.consumer)
             await p.execute()
 
     async def close(self) -> None:
@@ -130,7 +144,7 @@ class Ownership:
         while not r.draining:
             sent = loop.time()
             try:
-                await self._renew(names)
+                await self._renew(q, names)
                 if sent > q.lease.until:  # it lapsed (or never held): others may have taken
                     await self._recheck(q)
                 q.lease.renewed(sent + r.settings.claim_idle_ms / 1000)
@@ -138,15 +152,15 @@ class Ownership:
                 log.warning("%s: heartbeat failed: %s", q.group, exc)
             await q.lease.until_next_beat(r.settings.heartbeat_ms / 1000)
 
-    async def _renew(self, names: list[str]) -> None:
-        """Sets this replica's lease in every shard (each shard's TAKE checks its own)."""
+    async def _renew(self, q: TopicQueue, names: list[str]) -> None:
+        """Sets this replica's lease in every shard (each shard's TAKE checks its own) and
+        records the sessions it holds, valid as long as the lease."""
         r = self.replica
-        if len(names) == 1:
-            await r.redis.set(names[0], b"1", px=r.settings.claim_idle_ms)
-            return
+        valid_ms = int((time.time() + r.settings.claim_idle_ms / 1000) * 1000)
         async with r.redis.pipeline(transaction=False) as p:
             for name in names:
                 p.set(name, b"1", px=r.settings.claim_idle_ms)
+            p.hset(keys.load(q.group), r.consumer, f"{len(q.sessions)} {valid_ms}")
             await p.execute()
 
     async def _recheck(self, q: TopicQueue) -> None:
@@ -167,20 +181,49 @@ class Ownership:
 
     async def _claim_loop(self, q: TopicQueue) -> None:
         r = self.replica
+        # Twice the takeover time: a session left unread that long by the replicas holding
+        # fewer is taken by a busier one.
+        q.share.patience_s = 2 * r.settings.claim_idle_ms / 1000
         while not q.ready:
             await asyncio.sleep(r.settings.heartbeat_ms / 1000)
         while not r.draining:
             try:
-                # Who has sessions pending in each shard: one pipelined round trip.
+                # Who has sessions pending in each shard, how many sessions wait unread
+                # (a join entry is pending from its reading to its session's end, then
+                # deleted), and how many each live replica holds: one pipelined round trip.
                 async with r.redis.pipeline(transaction=False) as p:
                     for shard in range(r.shards):
                         p.xpending(keys.join(q.topic, shard), q.group)
-                    summaries = await p.execute()
+                        p.xlen(keys.join(q.topic, shard))
+                    p.hgetall(keys.load(q.group))
+                    *replies, loads = await p.execute()
+                summaries = replies[::2]
+                waiting = any(n > s["pending"] for s, n in zip(summaries, replies[1::2],
+                                                                strict=True))
+                q.share.seen(waiting, asyncio.get_running_loop().time())
+                await self._share(q, loads)
                 for shard, summary in enumerate(summaries):
                     await self._claim_dead(q, shard, summary)
             except (RedisError, OSError) as exc:  # tried again next beat
                 log.warning("%s: claim pass failed: %s", q.group, exc)
             await asyncio.sleep(r.settings.heartbeat_ms / 1000)
+
+    async def _share(self, q: TopicQueue, loads: dict[bytes, bytes]) -> None:
+        """Sets the fewest sessions another live replica holds (``JoinShare.peers``) from the
+        group's load hash, deleting the entries of replicas long gone."""
+        now_ms = time.time() * 1000
+        counts, gone = [], []
+        for name, value in loads.items():
+            if name.decode() == self.replica.consumer:
+                continue
+            held, _, valid_ms = value.decode().partition(" ")
+            if float(valid_ms) >= now_ms:
+                counts.append(int(held))
+            elif float(valid_ms) < now_ms - FORGET_LOAD_S * 1000:
+                gone.append(name)
+        q.share.peers = min(counts, default=None)
+        if gone:
+            await self.replica.redis.execute_command("HDEL", keys.load(q.group), *gone)
 
     async def _claim_dead(self, q: TopicQueue, shard: int, summary: dict[str, Any]) -> None:
         """Takes the sessions in ``shard`` of every replica of the group whose lease lapsed

@@ -63,6 +63,49 @@ class Lease:
             pass
 
 
+class JoinShare:
+    """Whether this replica takes new sessions now: they go to the replicas holding the fewest.
+    ``peers`` is the fewest sessions another live replica of the group holds (None: there is
+    no other), refreshed every heartbeat by the claim pass. A replica holding more leaves the
+    join streams out of its reads and passes on a join entry it read anyway (a read returns
+    several; on a cluster several reads are in flight), so a less busy one takes the session.
+    A session left waiting unread for ``patience_s`` (the less busy peer does not take it: its
+    count out of date, say) it takes itself, one at a time."""
+
+    def __init__(self, patience_s: float) -> None:
+        self.patience_s = patience_s
+        self.peers: int | None = None
+        self._waiting_since: float | None = None  # sessions wait unread since
+        self._granted = False  # they waited too long: the next one is this replica's
+
+    def seen(self, waiting: bool, now: float) -> None:
+        """The claim pass's finding: whether sessions wait in the join streams, unread."""
+        if not waiting:
+            self._waiting_since, self._granted = None, False
+        elif self._waiting_since is None:
+            self._waiting_since = now
+
+    def _fair(self, held: int) -> bool:
+        return self.peers is None or held <= self.peers
+
+    def reads(self, held: int, now: float) -> bool:
+        """Whether the next read includes the join streams."""
+        if self._fair(held):
+            return True
+        if not self._granted and self._waiting_since is not None:
+            self._granted = now - self._waiting_since >= self.patience_s
+        return self._granted
+
+    def takes(self, held: int) -> bool:
+        """Whether to own the session of a join entry just read (else it is passed on)."""
+        if self._fair(held):
+            return True
+        if self._granted:
+            self._granted, self._waiting_since = False, None
+            return True
+        return False
+
+
 class TopicQueue:
     """This replica's sessions on one topic for one consumer group."""
 
@@ -74,6 +117,7 @@ class TopicQueue:
         self.ready = False  # the join stream's consumer group exists
         self.lease = Lease()  # renewed by ownership's heartbeat (stages only)
         self.lost: list[str] = []  # sessions taken over by another replica, for the runner
+        self.share = JoinShare(patience_s=1.0)  # set from the settings by ownership
 
     def add(self, s: SessionQueue) -> None:
         self.sessions[s.sid] = s

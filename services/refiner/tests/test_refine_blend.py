@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 
@@ -11,6 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from avatarflow.avatars import warp
 from avatarflow.avatars.store import AvatarStore, avatar_key
 from avatarflow.contracts import messages as m
 from avatarflow.contracts import motion as mo
@@ -137,3 +139,20 @@ def test_refine_speed_smoke(shared, engine):
     finally:
         cv2.setNumThreads(threads)
     print(f"blend refine 512x768: median {np.median(times) * 1e3:.2f} ms/frame")
+
+
+def test_a_refiner_in_the_renderers_process_reuses_the_frames_warp(shared, engine):
+    """Embedded or co-located, the refiner gets the very MotionFrame the renderer rendered: it
+    reuses that frame's solved warp (controls, field, grids) instead of solving it again, and
+    refines to the same pixels as a refiner in a process of its own."""
+    renderer, _, avatar, _ = shared
+    mf = motion(jaw=0.6, yaw=0.1, index=7)
+    body = renderer.engine.render(avatar, mf)
+    plan = warp.plans().get(avatar)
+    assert engine.plans.get(avatar).warp is plan  # one warp plan per avatar in a process
+    solved = plan.solve(mf)  # the renderer's
+    reused = engine.refine(avatar, body, mf)
+    assert plan.solve(mf) is solved
+    alone = engine.refine(avatar, body, copy.copy(mf))  # as decoded off the bus: solved anew
+    assert plan.solve(copy.copy(mf)) is not solved
+    assert np.array_equal(reused, alone)

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avatarflow.avatars import paint
+from avatarflow.avatars import paint, warp
 from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.avatars.warp import WarpPlan
@@ -36,7 +36,7 @@ class RefinePlan:
     """Per-avatar pieces: the warp plan, the closed face at 2x and the paste mask."""
 
     def __init__(self, avatar: Avatar) -> None:
-        self.warp = WarpPlan(avatar)
+        self.avatar = avatar
         x0, y0, x1, y1 = self.warp.box
         iod = self.warp.iod
         self.pad = int(np.ceil(MARGIN * iod))
@@ -52,8 +52,16 @@ class RefinePlan:
                       int(rows.max()) + 1)
         ix0, iy0, ix1, iy1 = self.inner
         self.mask = np.ascontiguousarray(mask[iy0:iy1, ix0:ix1])
+        self.face_weight = np.ascontiguousarray(self.mask[..., 0])  # for cv2.blendLinear
+        self.body_weight = 1.0 - self.face_weight
         f = FACTOR
         self.identity = np.ascontiguousarray(self.identity[iy0 * f: iy1 * f, ix0 * f: ix1 * f])
+
+    @property
+    def warp(self) -> WarpPlan:
+        """The process's warp plan of the avatar: the renderer's, where it runs here (looked
+        up each time: the process's cache may have rebuilt it)."""
+        return warp.plans().get(self.avatar)
 
     def _hires_face(self, avatar: Avatar, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The closed-mouth face sampled FACTOR times per canvas pixel from the portrait."""
@@ -110,8 +118,9 @@ class BlendEngine:
         """H x W x 3 uint8: ``frame`` with the face re-rendered sharper."""
         plan = self.plans.get(avatar)
         wp = plan.warp
-        rest, warp_face, body_src, body_tgt, face = wp.controls(motion)
-        disp = wp.fine_field(wp.field(rest, warp_face, body_src, body_tgt), FACTOR, plan.inner)
+        solved = wp.solve(motion)  # the renderer's solution where it ran in this process
+        face = solved.face
+        disp = wp.fine_field(solved, FACTOR, plan.inner)
         ix0, iy0, ix1, iy1 = plan.inner
         f = FACTOR
         xy = disp * f
@@ -130,8 +139,7 @@ class BlendEngine:
         sharp = cv2.addWeighted(lo, 1.0 + SHARPEN, blur, -SHARPEN, 0)
         out = frame.copy()
         region = out[y0:y1, x0:x1]
-        body = region.astype(np.float32)
-        region[:] = (body + plan.mask * (sharp.astype(np.float32) - body) + 0.5).astype(np.uint8)
+        region[:] = cv2.blendLinear(sharp, region, plan.face_weight, plan.body_weight)
         return out
 
     def refine_batch(self, items: Sequence[tuple[Avatar, np.ndarray, MotionFrame]]

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avatarflow.avatars import paint
+from avatarflow.avatars import paint, warp
 from avatarflow.avatars.plans import PlanCache
 from avatarflow.avatars.store import Avatar
 from avatarflow.avatars.warp import WarpPlan
@@ -24,7 +24,7 @@ class WarpEngine:
     def __init__(self, grid: int = 16, **options: Any) -> None:
         if options:
             raise TypeError(f"unknown warp engine options: {', '.join(options)}")
-        self.plans: PlanCache[WarpPlan] = PlanCache(lambda a: WarpPlan(a, grid))
+        self.plans: PlanCache[WarpPlan] = warp.plans(grid)  # the process's: see WarpPlan.solve
 
     def warm(self, avatar: Avatar) -> None:
         """Does the avatar's session-constant work now (a session is starting), so its first
@@ -36,9 +36,10 @@ class WarpEngine:
         """H x W x 3 uint8 RGB for one motion frame (from the hybrid motion: a LivePortrait
         motion block and its ``anchor`` are not used)."""
         plan = self.plans.get(avatar)
-        rest, warp_face, body_src, body_tgt, face = plan.controls(motion)
+        solved = plan.solve(motion)
+        face = solved.face
         out = plan.base.copy()
-        mapped = plan.backward_map(plan.field(rest, warp_face, body_src, body_tgt))
+        mapped = plan.backward_map(solved)
         if mapped is not None:
             (x0, y0, x1, y1), xy = mapped
             out[y0:y1, x0:x1] = cv2.remap(  # type: ignore[call-overload]  # map2 may be None

@@ -158,11 +158,12 @@ def test_a_peer_that_never_takes_its_share_holds_no_session_up(redis_url: str) -
         await _all_handled(handled, ["ghost-s0"])
         valid_ms = int((time.time() + 3600) * 1000)
         await source.redis.hset(keys.load(GROUP), "ghost", f"0 {valid_ms}")
+        await source.redis.hset(keys.load(GROUP), "junk", "not a count")  # ignored
         await asyncio.sleep(0.3)  # the busy replica has read it: a peer with no session
         await _sessions(source, ["ghost-s1"])
         await _all_handled(handled, ["ghost-s1"])
         out = busy.sessions()
-        await source.redis.hdel(keys.load(GROUP), "ghost")
+        await source.redis.hdel(keys.load(GROUP), "ghost", "junk")
         await _end(source, handled)
         await busy.stop()
         return out

@@ -216,10 +216,13 @@ class Ownership:
         for name, value in loads.items():
             if name.decode() == self.replica.consumer:
                 continue
-            held, _, valid_ms = value.decode().partition(" ")
-            if float(valid_ms) >= now_ms:
-                counts.append(int(held))
-            elif float(valid_ms) < now_ms - FORGET_LOAD_S * 1000:
+            try:
+                held, valid_ms = (int(v) for v in value.split())
+            except ValueError:  # not one of ours: ignored
+                continue
+            if valid_ms >= now_ms:
+                counts.append(held)
+            elif valid_ms < now_ms - FORGET_LOAD_S * 1000:
                 gone.append(name)
         q.share.peers = min(counts, default=None)
         if gone:

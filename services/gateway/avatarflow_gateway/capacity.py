@@ -1,9 +1,9 @@
 """How many sessions one gateway process takes by default: its CPU, measured per frame.
 
 ``make bench`` (bench/run_efficiency.py -> bench/results/capacity.md) measures the gateway's
-own CPU at about 1.5 ms per 512x768 frame (the JPEG bytes pass through untouched; TLS adds
-5-12%, bench/results/security.md), so one core carries about 22 sessions at 30 fps. The
-default keeps 30% of that in hand for bursts, handshakes and registrations: 15 sessions per
+own CPU at about 1.7 ms per 512x768 frame (the JPEG bytes pass through untouched; TLS adds
+5-12%, bench/results/security.md), so one core carries about 20 sessions at 30 fps. The
+default keeps 30% of that in hand for bursts, handshakes and registrations: 13 sessions per
 core the process may use (tests/unit/test_capacity_plan.py checks it against the measurement).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from avatarflow.runtime.settings import Settings
 
-SESSIONS_PER_CORE = 15
+SESSIONS_PER_CORE = 13
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max ..."
 
 

@@ -46,14 +46,19 @@ def colocated(tmp_path_factory: pytest.TempPathFactory):
         yield c
 
 
-@pytest.fixture(scope="module")
-def avatar(colocated: LocalCluster, inputs: dict) -> str:
+def registered(cluster: LocalCluster, inputs: dict) -> str:
+    """The test portrait's avatar id on ``cluster``, at the output size of these tests."""
     async def register() -> str:
-        async with AvatarClient(colocated.gateway_target) as c:
+        async with AvatarClient(cluster.gateway_target) as c:
             return (await c.register(inputs["portrait"].read_bytes(), width=OUTPUT.width,
                                      height=OUTPUT.height)).avatar_id
 
     return asyncio.run(register())
+
+
+@pytest.fixture(scope="module")
+def avatar(colocated: LocalCluster, inputs: dict) -> str:
+    return registered(colocated, inputs)
 
 
 def _config(avatar: str, rate: int) -> api_pb2.SessionConfig:

@@ -16,15 +16,14 @@ import asyncio
 
 import pytest
 
-from avatarflow.client.api import AvatarClient
 from avatarflow.dev.cluster import ClusterError, LocalCluster
 from tests.integration.test_colocated import (
     ALWAYS_REFINE,
-    OUTPUT,
     SECONDS,
     STALL_S,
     _stage_frames,
     _status,
+    registered,
     session_with_owner_killed,
     sessions_watched,
 )
@@ -42,12 +41,7 @@ def fused(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def avatar(fused: LocalCluster, inputs: dict) -> str:
-    async def register() -> str:
-        async with AvatarClient(fused.gateway_target) as c:
-            return (await c.register(inputs["portrait"].read_bytes(), width=OUTPUT.width,
-                                     height=OUTPUT.height)).avatar_id
-
-    return asyncio.run(register())
+    return registered(fused, inputs)
 
 
 def test_motion_gen_and_the_refiner_have_no_processes(fused: LocalCluster) -> None:

@@ -16,7 +16,6 @@ import time
 import urllib.request
 
 import grpc
-import numpy as np
 import pytest
 
 from avatarflow.bus.streams import RedisBus
@@ -144,10 +143,11 @@ def test_sessions_come_back_refined_without_a_rendered_stream(colocated: LocalCl
     assert sum(s.frames for s in statuses) >= sum(len(r.frames) for r in records)
 
 
-def session_with_owner_killed(cluster: LocalCluster, service: str, avatar: str, inputs: dict
-                              ) -> tuple[SessionRecord, np.ndarray, int, float]:
-    """A session of SECONDS + 4 s of speech whose owner on ``service`` is killed 3 s in: its
-    record, the audio, the replica killed and when."""
+def session_taken_over(cluster: LocalCluster, service: str, avatar: str, inputs: dict) -> int:
+    """A session of SECONDS + 4 s of speech whose owner on ``service`` (two replicas) is killed
+    3 s in: the other replica continues it to its normal end, with no gap over STALL_S, no
+    frame index twice, nearly every frame, and every frame after the kill refined. Returns the
+    surviving replica."""
     rate = inputs["rate"]
     pcm = looped(inputs["pcm"], rate, SECONDS + 4)
     killed: list[tuple[int, float]] = []
@@ -167,7 +167,15 @@ def session_with_owner_killed(cluster: LocalCluster, service: str, avatar: str, 
 
     rec = asyncio.run(main())
     (victim, killed_at), = killed
-    return rec, pcm, victim, killed_at
+    survivor = 1 - victim
+    assert not cluster.alive(service, victim) and cluster.alive(service, survivor)
+    assert rec.ended is not None, "the session must end normally"
+    assert rec.indexes_strictly_increase
+    assert rec.frame_intervals_ms.max() < STALL_S * 1000
+    assert rec.frames[-1].index >= int(pcm.size / rate * 30) - 30
+    after = [f for f in rec.frames if f.received_at > killed_at]
+    assert after and all(f.refined for f in after)
+    return survivor
 
 
 def up_output(tmp_path, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's path
@@ -191,17 +199,7 @@ def up_output(tmp_path, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - p
 def test_a_killed_renderer_hands_its_sessions_to_the_other_replica(colocated: LocalCluster,
                                                                    avatar: str,
                                                                    inputs: dict) -> None:
-    rate = inputs["rate"]
-    rec, pcm, victim, killed_at = session_with_owner_killed(colocated, "renderer", avatar,
-                                                            inputs)
-    survivor = 1 - victim
-    assert not colocated.alive("renderer", victim) and colocated.alive("renderer", survivor)
-    assert rec.ended is not None, "the session must end normally"
-    assert rec.indexes_strictly_increase
-    assert rec.frame_intervals_ms.max() < STALL_S * 1000
-    assert rec.frames[-1].index >= int(pcm.size / rate * 30) - 30
-    after = [f for f in rec.frames if f.received_at > killed_at]
-    assert after and all(f.refined for f in after)
+    survivor = session_taken_over(colocated, "renderer", avatar, inputs)
     status = asyncio.run(_status(colocated, survivor))
     assert status.recovered >= 1
     assert _stage_frames(colocated, survivor).get("refiner", 0) > 0

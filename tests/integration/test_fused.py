@@ -20,11 +20,10 @@ from avatarflow.dev.cluster import ClusterError, LocalCluster
 from tests.integration.test_colocated import (
     ALWAYS_REFINE,
     SECONDS,
-    STALL_S,
     _stage_frames,
     _status,
     registered,
-    session_with_owner_killed,
+    session_taken_over,
     sessions_watched,
 )
 
@@ -80,15 +79,6 @@ def test_sessions_come_back_in_order_and_refined_over_three_hops(fused: LocalClu
 
 def test_a_killed_fused_audio_encoder_hands_its_sessions_to_the_other_replica(
         fused: LocalCluster, avatar: str, inputs: dict) -> None:
-    rate = inputs["rate"]
-    rec, pcm, victim, killed_at = session_with_owner_killed(fused, HOST, avatar, inputs)
-    survivor = 1 - victim
-    assert not fused.alive(HOST, victim) and fused.alive(HOST, survivor)
-    assert rec.ended is not None, "the session must end normally"
-    assert rec.indexes_strictly_increase
-    assert rec.frame_intervals_ms.max() < STALL_S * 1000
-    assert rec.frames[-1].index >= int(pcm.size / rate * 30) - 30
-    after = [f for f in rec.frames if f.received_at > killed_at]
-    assert after and all(f.refined for f in after)
+    survivor = session_taken_over(fused, HOST, avatar, inputs)
     assert asyncio.run(_status(fused, survivor, HOST)).recovered >= 1
     assert _stage_frames(fused, survivor, HOST).get("motion-gen", 0) > 0

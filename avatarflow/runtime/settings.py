@@ -118,6 +118,11 @@ class Settings:
     out_mb: float = 16.0
     evict_s: float = 5.0
     idle_s: float = 120.0
+    # When a session's audio goes on the bus (avatarflow.session.packing): held until it lets
+    # the audio encoder make a new frame, by the look-ahead of the encoder's engine ("mel",
+    # "pcm", ...) or a number of milliseconds; "auto" = the engine the profile names, else
+    # the default; "off" = each client chunk as it comes.
+    audio_lead: str = "auto"
 
     def __post_init__(self) -> None:
         if self.service not in SERVICES:
@@ -151,6 +156,14 @@ class Settings:
             "max_lag_ms": self.max_lag_ms > 0, "out_frames": self.out_frames >= 1,
             "out_mb": self.out_mb > 0, "evict_s": self.evict_s > 0, "idle_s": self.idle_s >= 0,
         }
+        if self.audio_lead != "auto":
+            # (the session layer imports this module: imported here, not at the top)
+            from avatarflow.session.packing import parse_lead
+            try:
+                parse_lead(self.audio_lead)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{self.service}: invalid setting audio_lead="
+                                   f"{self.audio_lead!r}: {exc}") from None
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise InvalidInput(f"{self.service}: invalid setting(s): " + ", ".join(

@@ -2,7 +2,9 @@
 the final frames into what the client sees.
 
 The clock runs from the session start in real time. When the client's audio falls
-``stall_s`` behind it, silence is fed so frames keep coming with idle motion. A barge-in cuts
+``stall_s`` behind it, silence is fed so frames keep coming with idle motion. Audio goes on
+the bus in pieces that let the audio encoder make a new frame (``packing``), not chunk by
+chunk. A barge-in cuts
 the clock after the last delivered frame, so the new audio follows on at once. Each frame goes
 out with its own span of the clock's audio. What waits for the client is bounded and kept
 current (``outbox``); a client that sends nothing for ``idle_s`` is ended.
@@ -20,10 +22,12 @@ from avatarflow.bus.base import Bus
 from avatarflow.contracts import messages as m
 from avatarflow.contracts.controls import Controls
 from avatarflow.contracts.errors import AvatarflowError, DeadlineExceeded, InvalidInput
+from avatarflow.contracts.limits import MAX_CHUNK_S
 from avatarflow.runtime.registry import AUDIO, FRAMES
 from avatarflow.session.events import Ended, Event, Frame, Gap, Started
 from avatarflow.session.latency import LatencyMeter
 from avatarflow.session.outbox import Outbox
+from avatarflow.session.packing import AudioPacker, parse_lead
 from avatarflow.session.spec import FrontSettings, SessionSpec
 from avatarflow.session.timeline import Timeline
 from avatarflow.telemetry import metrics, tracing
@@ -55,6 +59,9 @@ class LiveSession:
         self.finished = asyncio.Event()  # EndOfAudio (or an error) came back through
         self.gap: Gap | None = None  # silence being filled in
         self.heard = time.monotonic()  # when the client last sent something
+        self._packer = AudioPacker(self.rate, self.fps, parse_lead(settings.audio_lead))
+        self._held: list[np.ndarray] = []  # fed, not yet on the bus (too short for a frame)
+        self._held_since = 0.0  # when the oldest of it was fed (monotonic)
         self._out = Outbox(max_frames=settings.out_frames, max_bytes=settings.out_bytes,
                            max_lag_s=settings.max_lag_s, on_stale=self.latency.went_stale)
         self._lock = asyncio.Lock()  # feeding: client audio, silence and barge-in in order
@@ -91,6 +98,8 @@ class LiveSession:
             # resumes at 1 (frame 0's span is silence).
             resume = max(1, self.last_index + 1)
             self.timeline.cut(resume)
+            self._held = []  # stale with the turn, as it would be on the bus
+            self._packer.restart(resume)
             self.t0 = time.time() - resume / self.fps
             self.latency.restart()
             self.gap = None
@@ -104,6 +113,7 @@ class LiveSession:
         async with self._lock:
             self._close_gap()
             self.audio_ended = True
+            await self._send_held()
             await self.bus.publish(AUDIO, m.EndOfAudio(session_id=self.sid, index=self.chunks),
                                    turn=self.turn)
 
@@ -135,17 +145,42 @@ class LiveSession:
     async def _feed(self, pcm: np.ndarray) -> None:
         if not len(pcm):
             return
-        start, end = self.timeline.append(pcm)
+        if self._held and sum(map(len, self._held)) + len(pcm) > MAX_CHUNK_S * self.rate:
+            await self._send_held()  # a message holds at most what a client's may
+        end = self.timeline.append(pcm)[1]
+        self.latency.fed(end, time.time())
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append(pcm)
+        if self._packer.due(end):
+            await self._send_held()
+
+    async def _send_held(self) -> None:
+        """Puts the audio held so far on the bus, as one chunk."""
+        if not self._held:
+            return
+        pcm = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        self._held = []
+        end = self.timeline.end
         now = time.time()
-        self.latency.fed(end, now)
         budget = self.settings.budget_s
         deadline = 0.0 if budget is None else max(now, self.t0 + end / self.rate) + budget
-        chunk = m.AudioChunk(session_id=self.sid, index=self.chunks, pts=start / self.rate,
-                             sample_rate=self.rate, pcm=pcm, deadline=deadline)
+        chunk = m.AudioChunk(session_id=self.sid, index=self.chunks,
+                             pts=(end - len(pcm)) / self.rate, sample_rate=self.rate, pcm=pcm,
+                             deadline=deadline)
         self.chunks += 1
+        self._packer.sent(end)
         tracing.finish(tracing.start(tracing.SPAN_NAMES["gateway"], chunk, self.traceparent),
                        [chunk])
         await self.bus.publish(AUDIO, chunk, turn=self.turn)
+
+    async def send_overdue(self) -> None:
+        """Sends held audio fed more than two frames ago: the client paused mid-frame, or
+        the lead does not match the encoder's engine."""
+        if self._held and time.monotonic() - self._held_since >= 2 / self.fps:
+            async with self._lock:
+                if self._held and time.monotonic() - self._held_since >= 2 / self.fps:
+                    await self._send_held()
 
     async def fill_stall(self, stall_s: float) -> None:
         """Feeds silence when the client's audio is more than ``stall_s`` behind the clock."""
@@ -174,6 +209,7 @@ class LiveSession:
             while not self.finished.is_set():
                 if self._idle():
                     return
+                await self.send_overdue()
                 if stall_s is not None:
                     await self.fill_stall(stall_s)
                 if summary_s is not None and time.monotonic() >= next_summary:

@@ -8,6 +8,7 @@ from avatarflow.contracts import messages as m
 from avatarflow.contracts import style as styles
 from avatarflow.contracts.controls import Controls
 from avatarflow.contracts.v1 import api_pb2
+from avatarflow.runtime import profiles, registry
 from avatarflow.runtime.settings import Settings
 
 
@@ -57,6 +58,10 @@ class FrontSettings:
     max_lag_s: float | None = None
     evict_s: float | None = None  # a client that takes no frame this long is ended
     idle_s: float | None = None  # a session whose client sends nothing this long is ended
+    # When audio goes on the bus (``packing``): held until it lets the audio encoder make a
+    # new frame, by the look-ahead of the encoder's engine ("mel", "pcm", ...), a number of
+    # milliseconds, or "off" (each chunk as it comes).
+    audio_lead: str = "mel"
 
     @classmethod
     def live(cls, settings: Settings) -> FrontSettings:
@@ -66,10 +71,20 @@ class FrontSettings:
                    summary_s=settings.summary_s, out_frames=settings.out_frames,
                    out_bytes=int(settings.out_mb * 2**20),
                    max_lag_s=settings.max_lag_ms / 1000, evict_s=settings.evict_s,
-                   idle_s=settings.idle_s or None)
+                   idle_s=settings.idle_s or None, audio_lead=_audio_lead(settings))
 
     @classmethod
     def offline(cls) -> FrontSettings:
         """A whole file as fast as it goes: every frame made and kept, none filled in, the
         reader never hurried."""
         return cls(budget_s=None, stall_s=None, summary_s=None)
+
+
+def _audio_lead(settings: Settings) -> str:
+    """``audio_lead``; "auto": the engine of the audio encoder that the deployment's profile
+    names, else the default engine's."""
+    if settings.audio_lead != "auto":
+        return settings.audio_lead
+    stage = "audio-encoder"
+    choice = profiles.profile(settings.profile).stages.get(stage) if settings.profile else None
+    return choice.engine if choice is not None else registry.DEFAULT_ENGINES[stage]

@@ -40,19 +40,23 @@ def test_a_session_outlives_its_keys_lifetime_without_control_messages(redis_url
     """The control stream is written only on a control message; a session that sends none for
     longer than ``session_ttl_s`` must still be read on every stage (it used to lapse, and every
     stage then forgot the session: a stall for good)."""
+    n = 160
+
     async def main() -> list[int]:
-        source = _bus(redis_url, "gateway", "gw-ttl", session_ttl_s=0.4)
-        stage = _bus(redis_url, "audio-encoder", "enc-ttl", session_ttl_s=0.4)
+        # A lifetime long enough that a loaded machine's pauses (the source renews it every
+        # quarter of it) cannot lapse it, short enough that the test outlives three of them.
+        source = _bus(redis_url, "gateway", "gw-ttl", session_ttl_s=1.0)
+        stage = _bus(redis_url, "audio-encoder", "enc-ttl", session_ttl_s=1.0)
         await source.publish(AUDIO, m.SessionStart(session_id="s-ttl", avatar_id="x"))
         got: list[int] = []
 
         async def feed() -> None:
-            for i in range(60):  # 1.2 s of audio, three lifetimes
+            for i in range(n):  # 3.2 s of audio, three lifetimes
                 await source.publish(AUDIO, _chunk("s-ttl", i))
                 await asyncio.sleep(0.02)
 
         feeder = asyncio.create_task(feed())
-        while len(got) < 60:
+        while len(got) < n:
             d = await asyncio.wait_for(stage.receive(AUDIO, GROUP), WAIT_S)
             assert await stage.commit(d, FEATURES, [], state=b"s")
             if isinstance(d.msg, m.AudioChunk):
@@ -62,7 +66,7 @@ def test_a_session_outlives_its_keys_lifetime_without_control_messages(redis_url
             await b.close()
         return got
 
-    assert asyncio.run(main()) == list(range(60))
+    assert asyncio.run(main()) == list(range(n))
 
 
 def test_a_replica_restarted_under_its_own_name_resumes_at_once_round_after_round(

@@ -53,13 +53,16 @@ class FakePortraits:
                            b"analysis")
 
 
-async def fake_stages(bus: MemoryBus, per_frame_s: float = 0.0) -> None:
+async def fake_stages(bus: MemoryBus, per_frame_s: float = 0.0,
+                      seen: list[m.Message] | None = None) -> None:
     """One frame per 1/30 s of audio, whose pixels are the session's turn; EndOfAudio flushes
-    and comes back; an avatar named 'reject' fails the session."""
+    and comes back; an avatar named 'reject' fails the session. What arrives goes to ``seen``."""
     clocks: dict[str, list[int]] = {}  # sid -> [samples, next frame]
     while True:
         d = await bus.receive(AUDIO, "stages")
         msg, outs = d.msg, []
+        if seen is not None:
+            seen.append(msg)
         clock = clocks.get(msg.session_id, [0, 0])
         if isinstance(msg, m.SessionStart):
             clocks[msg.session_id] = [0, 0]
@@ -90,7 +93,7 @@ def _spec(avatar_id: str = "", image: bytes = IMAGE) -> SessionSpec:
 
 def _run(main: Callable[[SessionFront, FakePortraits], Awaitable[Any]],
          settings: FrontSettings = NOT_LIVE,
-         per_frame_s: float = 0.0) -> Any:
+         per_frame_s: float = 0.0, seen: list[m.Message] | None = None) -> Any:
     async def go() -> Any:
         bus = MemoryBus()
         bus.subscribe(AUDIO, "stages")
@@ -98,7 +101,7 @@ def _run(main: Callable[[SessionFront, FakePortraits], Awaitable[Any]],
         registry = MemoryAvatarRegistry()
         portraits = FakePortraits(registry)
         front = SessionFront(bus, AvatarPath(registry, portraits), settings)
-        tasks = [asyncio.create_task(fake_stages(bus, per_frame_s)),
+        tasks = [asyncio.create_task(fake_stages(bus, per_frame_s, seen)),
                  asyncio.create_task(front.dispatch())]
         try:
             return await asyncio.wait_for(main(front, portraits), 20)
@@ -141,6 +144,48 @@ def test_each_frame_carries_its_own_span_of_the_audio() -> None:
         assert np.array_equal(np.frombuffer(f.audio, "<i2"), pcm[a:b])
     assert isinstance(events[-1], Ended) and events[-1].frames == 30
     assert events[-1].duration_s == pytest.approx(1.0)
+
+
+def test_audio_goes_on_the_bus_once_per_frame_not_per_client_chunk() -> None:
+    pcm = (np.arange(RATE) % 2000).astype(np.int16)  # 1 s in 50 chunks of 20 ms: 30 frames
+    seen: list[m.Message] = []
+
+    async def main(front: SessionFront, _: FakePortraits) -> list[Event]:
+        s = await front.open(_spec())
+        for i in range(0, pcm.size, 320):
+            await s.send_audio(pcm[i:i + 320])
+        await s.end()
+        return await _all(s.events())
+
+    events = _run(main, seen=seen)
+    chunks = [c for c in seen if isinstance(c, m.AudioChunk)]
+    assert 30 <= len(chunks) <= 31
+    assert np.array_equal(np.concatenate([c.pcm for c in chunks]), pcm)  # all of it, in order
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [round(c.pts * RATE) for c in chunks] == list(
+        np.cumsum([0] + [len(c.pcm) for c in chunks[:-1]]))
+    assert [e.index for e in events if isinstance(e, Frame)] == list(range(30))
+
+
+def test_held_audio_goes_out_when_the_client_pauses() -> None:
+    seen: list[m.Message] = []
+
+    async def main(front: SessionFront, _: FakePortraits) -> list[m.Message]:
+        s = await front.open(_spec())
+        await s.send_audio(np.ones(160, np.int16))  # 10 ms, then nothing for a while
+        for _ in range(100):
+            if any(isinstance(x, m.AudioChunk) for x in seen):
+                break
+            await asyncio.sleep(0.02)
+        before_the_end = list(seen)
+        await s.end()
+        await _all(s.events())
+        return before_the_end
+
+    before_the_end = _run(main, FrontSettings(stall_s=None, summary_s=None, idle_s=60.0),
+                          seen=seen)
+    chunks = [x for x in before_the_end if isinstance(x, m.AudioChunk)]
+    assert len(chunks) == 1 and len(chunks[0].pcm) == 160
 
 
 def test_a_stall_is_filled_with_silence_and_reported_as_a_gap() -> None:

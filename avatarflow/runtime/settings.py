@@ -105,7 +105,7 @@ class Settings:
     tls_client_ca: str = ""
     # Admission: sessions one gateway runs at once (it reports NOT_SERVING when full), and the
     # defaults of the per-tenant quotas a keys file can override per tenant.
-    max_sessions: int = 0  # 0 = 15 per usable core (avatarflow_gateway.capacity)
+    max_sessions: int = 0  # 0 = 13 per usable core (avatarflow_gateway.capacity)
     tenant_max_sessions: int = 16
     tenant_max_avatars: int = 1000
     register_per_minute: float = 60.0  # RegisterAvatar calls per tenant (token bucket)

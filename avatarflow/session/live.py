@@ -4,10 +4,9 @@ the final frames into what the client sees.
 The clock runs from the session start in real time. When the client's audio falls
 ``stall_s`` behind it, silence is fed so frames keep coming with idle motion. Audio goes on
 the bus in pieces that let the audio encoder make a new frame (``packing``), not chunk by
-chunk. A barge-in cuts
-the clock after the last delivered frame, so the new audio follows on at once. Each frame goes
-out with its own span of the clock's audio. What waits for the client is bounded and kept
-current (``outbox``); a client that sends nothing for ``idle_s`` is ended.
+chunk. A barge-in cuts the clock after the last delivered frame, so the new audio follows on
+at once. Each frame goes out with its own span of the clock's audio. What waits for the client
+is bounded and kept current (``outbox``); a client that sends nothing for ``idle_s`` is ended.
 """
 
 from __future__ import annotations

@@ -155,6 +155,15 @@ def euler_to_matrix(rotation: np.ndarray) -> np.ndarray:
     return (rz @ ry @ rx).astype(np.float32)
 
 
+def matrix_to_euler(rot: np.ndarray) -> np.ndarray:
+    """The inverse of ``euler_to_matrix`` (yaw within +-90 degrees): 3 float32 radians."""
+    r = np.asarray(rot, dtype=np.float64)
+    yaw = -np.arcsin(np.clip(r[2, 0], -1.0, 1.0))
+    pitch = np.arctan2(r[2, 1], r[2, 2])
+    roll = np.arctan2(r[1, 0], r[0, 0])
+    return np.array([pitch, yaw, roll], dtype=np.float32)
+
+
 # Head rotations pivot about the neck, below and behind the point between the eyes.
 HEAD_PIVOT = np.array([0.0, 1.6, 1.2], dtype=np.float32)
 

@@ -20,7 +20,16 @@ def _cluster_commands() -> list[tuple[str, ModuleType, str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from avatarflow.cli import demo, keys, motion, render_frame, serve, style_reference, weights
+    from avatarflow.cli import (
+        dataset,
+        demo,
+        keys,
+        motion,
+        render_frame,
+        serve,
+        style_reference,
+        weights,
+    )
 
     p = argparse.ArgumentParser(prog="avatarflow", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -43,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         "motion", help="a clip's motion from a neural motion engine, offline (.npz)"))
     keys.add_arguments(sub.add_parser(
         "keys", help="API keys for the gateway's tenants: make one, or hash one"))
+    dataset.add_arguments(sub.add_parser(
+        "dataset", help="build a motion training dataset from talking videos"))
     return p
 
 
@@ -92,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import keys
 
             return keys.run(args)
+        elif args.command == "dataset":
+            from avatarflow.cli import dataset
+
+            return dataset.run(args)
         elif args.command in ("up", "client"):
             commands = {n: mod for n, mod, _ in _cluster_commands()}
             code: int = commands[args.command].run(args)

@@ -25,7 +25,7 @@ from avatarflow_training.dataset.body import BodyObservation, BodyTracker, body_
 from avatarflow_training.dataset.face import face_labels
 from avatarflow_training.dataset.tracking import FaceTracker
 
-CUT_LEVEL = 60.0
+CUT_LEVEL = 30.0  # consecutive frames of one shot differ by a few levels; a cut by tens
 CUT_JUMP = 1.0
 THUMB = 32
 _EYES = [mo.HEAD["eye_r_out"], mo.HEAD["eye_l_out"]]

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         render_frame,
         serve,
         style_reference,
+        train,
         weights,
     )
 
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "keys", help="API keys for the gateway's tenants: make one, or hash one"))
     dataset.add_arguments(sub.add_parser(
         "dataset", help="build a motion training dataset from talking videos"))
+    train.add_arguments(sub.add_parser(
+        "train", help="train a motion model on a dataset (writes the engine's weights)"))
     return p
 
 
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import dataset
 
             return dataset.run(args)
+        elif args.command == "train":
+            from avatarflow.cli import train
+
+            return train.run(args)
         elif args.command in ("up", "client"):
             commands = {n: mod for n, mod, _ in _cluster_commands()}
             code: int = commands[args.command].run(args)

@@ -11,7 +11,8 @@ A window starting at frame ``f`` is, with H history, N window and L look-ahead f
 - for the body network, over the H + N frames ``f-H .. f+N-1``: ``keypoints`` (the posed head
   without offsets minus the neutral template, as the session's ``_posed``), and its targets:
   head ``offsets`` (K x 3), ``body`` displacements from the canonical pose (B x 3) and ``hands``
-  coefficients (2 x C, ``hand_coefficients``), each with a mask of the frames that have them;
+  coefficients (2 x C, ``hand_coefficients``), each with a mask of what is labelled (the
+  frames with a face; each body keypoint mediapipe saw; each hand found);
 - ``style``: the clip's (expression range, pose range) over the data set's mean ranges, the
   coarse style the DiT is conditioned on (1 = typical), ``clip_ranges``.
 
@@ -54,7 +55,7 @@ class Window:
     body: np.ndarray  # (H + N) x B x 3 float32
     hands: np.ndarray  # (H + N) x 2 x C float32
     face_mask: np.ndarray  # (H + N) bool: offsets and keypoints labelled
-    body_mask: np.ndarray  # (H + N) bool
+    body_mask: np.ndarray  # (H + N) x B bool: the keypoint was seen
     hands_mask: np.ndarray  # (H + N) x 2 bool
     style: np.ndarray  # 2 float32
 
@@ -123,16 +124,18 @@ def window(arrays: dict[str, np.ndarray], start: int, *, history: int, size: int
     face_mask = in_clip & span(face, start - h, start + n)[0]
     offsets, _ = span(np.nan_to_num(arrays["head_offset"]), start - h, start + n)
     body_raw, _ = span(np.nan_to_num(arrays["body"]), start - h, start + n)
-    body_mask = in_clip & span(arrays["body_present"].astype(bool), start - h, start + n)[0]
+    body_frames = in_clip & span(arrays["body_present"].astype(bool), start - h, start + n)[0]
+    body_mask = span(arrays["body_visible"].astype(bool), start - h, start + n)[0]
+    body_mask &= body_frames[:, None]
     hands_raw, _ = span(np.nan_to_num(arrays["hands"]), start - h, start + n)
     hands_mask = span(arrays["hands_present"].astype(bool), start - h, start + n)[0]
-    hands_mask &= body_mask[:, None]
+    hands_mask &= body_frames[:, None]
     coeffs = np.zeros((h + n, 2, hand_coeffs), dtype=np.float32)
     for i in np.flatnonzero(hands_mask.any(axis=1)):
         coeffs[i] = hand_coefficients(hands_raw[i], body_raw[i][list(WRISTS)], hand_coeffs)
     return Window(
         motion=motion_all[start:start + n], history=hist, history_valid=hist_in & hist_face,
         audio=audio, audio_valid=audio_valid, keypoints=posed(motion_span) * face_mask[:, None],
-        offsets=offsets, body=(body_raw - BODY_CANONICAL) * body_mask[:, None, None],
+        offsets=offsets, body=(body_raw - BODY_CANONICAL) * body_mask[:, :, None],
         hands=coeffs, face_mask=face_mask, body_mask=body_mask, hands_mask=hands_mask,
         style=style.astype(np.float32))

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
               f"body {row['body']:.4f})", file=sys.stderr)
 
     trainer = train(args.data, cfg, args.out, on_log=log)
-    print(f"trained to step {trainer.steps_done}; weights for the diffusion engine: "
-          f"{Path(args.out) / EXPORT}")
+    if trainer.rank == 0:  # under torchrun the others stay quiet
+        print(f"trained to step {trainer.steps_done}; weights for the diffusion engine: "
+              f"{Path(args.out) / EXPORT}")
     return 0

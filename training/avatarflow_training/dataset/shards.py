@@ -71,9 +71,14 @@ def read_clips(ds: str | Path) -> Iterator[tuple[dict[str, Any], dict[str, np.nd
         raise InvalidInput(f"{ds} holds no shards ({SHARDS}/*.tar): build it with "
                            "`avatarflow dataset build`")
     wds = _wds()
+    # every process of a distributed run reads every shard (each draws its own windows)
     for sample in wds.WebDataset([str(p) for p in paths], shardshuffle=False,
-                                 empty_check=False).decode():
+                                 empty_check=False, nodesplitter=_every_shard).decode():
         yield sample["json"], sample["npz"]
+
+
+def _every_shard(urls: Any) -> Any:
+    return urls
 
 
 def read_progress(ds: Path) -> list[dict[str, Any]]:

@@ -66,12 +66,14 @@ def losses(model: MotionDiffusion, batch: dict[str, torch.Tensor], alphas_cumpro
     mean, std = buffers["motion_mean"], buffers["motion_std"]
     a_mean, a_std = buffers["audio_mean"], buffers["audio_std"]
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator)
+    dev = batch["motion"].device
+
+    def rand(*shape: int) -> torch.Tensor:  # drawn on the CPU generator, used on the device
+        return torch.rand(*shape, generator=generator).to(dev)
 
     x0 = (batch["motion"] - mean) / std
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(dev)
+    noise = torch.randn(x0.shape, generator=generator).to(dev)
     ab = alphas_cumprod[t][:, None, None]
     xt = ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
     audio = (batch["audio"] - a_mean) / a_std
@@ -81,7 +83,7 @@ def losses(model: MotionDiffusion, batch: dict[str, torch.Tensor], alphas_cumpro
     reference = None
     if "reference" in batch and float(rand(1)) < objective.p_reference:
         reference = (batch["reference"] - mean[:E]) / std[:E]
-    emotions = torch.full((b,), emotion, dtype=torch.long)
+    emotions = torch.full((b,), emotion, dtype=torch.long, device=dev)
     eps = model.face(xt, t, audio, audio_valid, history, history_valid, batch["style"],
                      emotions, reference)
     face = ((eps - noise) ** 2).mean()
@@ -95,3 +97,20 @@ def losses(model: MotionDiffusion, batch: dict[str, torch.Tensor], alphas_cumpro
                  + _masked_mse(hands.unflatten(2, (2, -1)), batch["hands"] / sh,
                                batch["hands_mask"]))
     return {"face": face, "body": body_loss, "total": face + objective.body_weight * body_loss}
+
+
+class Step(torch.nn.Module):
+    """The losses as a module's forward, so that DistributedDataParallel can wrap the network
+    (it synchronises gradients of what runs inside its wrapped forward)."""
+
+    def __init__(self, model: MotionDiffusion, alphas_cumprod: torch.Tensor,
+                 objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("alphas_cumprod", alphas_cumprod)
+        self.objective = objective
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator
+                ) -> dict[str, torch.Tensor]:
+        alphas: torch.Tensor = self.alphas_cumprod  # type: ignore[assignment]
+        return losses(self.model, batch, alphas, self.objective, generator)

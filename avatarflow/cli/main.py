@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     from avatarflow.cli import (
         dataset,
         demo,
+        evaluate,
         keys,
         motion,
         render_frame,
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "dataset", help="build a motion training dataset from talking videos"))
     train.add_arguments(sub.add_parser(
         "train", help="train a motion model on a dataset (writes the engine's weights)"))
+    evaluate.add_arguments(sub.add_parser(
+        "eval", help="evaluate a motion model on held-out clips"))
     return p
 
 
@@ -114,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             from avatarflow.cli import train
 
             return train.run(args)
+        elif args.command == "eval":
+            from avatarflow.cli import evaluate
+
+            return evaluate.run(args)
         elif args.command in ("up", "client"):
             commands = {n: mod for n, mod, _ in _cluster_commands()}
             code: int = commands[args.command].run(args)

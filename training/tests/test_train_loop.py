@@ -31,7 +31,8 @@ def _clip(k: int, t: int = 90) -> tuple[dict, dict[str, np.ndarray]]:
     expr = np.zeros((t, len(mo.EXPRESSIONS)), np.float32)
     expr[:, mo.EXPR["jaw_open"]] = 0.6 * loud
     arrays = {
-        "audio": audio, "face_present": np.ones(t, bool), "expression": expr,
+        "audio": audio, "loudness": (40 * loud - 60).astype(np.float32),
+        "face_present": np.ones(t, bool), "expression": expr,
         "rotation": rng.normal(0, 0.05, (t, 3)).astype(np.float32),
         "translation": np.zeros((t, 3), np.float32), "scale": np.ones(t, np.float32),
         "head_offset": np.zeros((t, mo.K, 3), np.float32),

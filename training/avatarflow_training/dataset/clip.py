@@ -111,6 +111,19 @@ def _track(path: Path) -> _Tracks:
     return tracks
 
 
+def loudness(pcm: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
+    """Per video frame, the RMS level of its own samples in dB re full scale (-100 silent):
+    the speech envelope lip sync is measured against, whatever the audio engine."""
+    x = pcm.astype(np.float64) / 32768.0
+    out = np.full(frames, -100.0, dtype=np.float32)
+    for i in range(frames):
+        seg = x[round(i * rate / fps):round((i + 1) * rate / fps)]
+        if seg.size:
+            rms = float(np.sqrt(np.mean(seg * seg)))
+            out[i] = max(-100.0, 20.0 * np.log10(rms)) if rms > 0 else -100.0
+    return out
+
+
 def label_clip(path: Path, engine: Any, *, min_seconds: float = 2.0,
                min_face: float = 0.9) -> Clip:
     """Labels ``path`` with ``engine`` (an audio-encoder ``FeatureEngine``); raises Unusable."""
@@ -131,6 +144,7 @@ def label_clip(path: Path, engine: Any, *, min_seconds: float = 2.0,
     face, body = face_labels(faces[:n]), body_labels(bodies[:n])
     arrays = {
         "audio": np.stack(features[:n]).astype(np.float32),
+        "loudness": loudness(pcm, rate, fps, n),
         "face_present": face.present, "rotation": face.rotation,
         "translation": face.translation, "scale": face.scale, "expression": face.expression,
         "head_offset": face.head_offset,

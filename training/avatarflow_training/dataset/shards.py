@@ -28,6 +28,7 @@ SHARDS, PROGRESS, MANIFEST = "shards", "progress.jsonl", "manifest.json"
 # Every sample's arrays: name -> (shape after T, dtype, what it is).
 ARRAYS: dict[str, tuple[str, str, str]] = {
     "audio": ("D", "float32", "audio features of the chosen engine at the video's rate"),
+    "loudness": ("", "float32", "RMS level of the frame's own samples, dB re full scale"),
     "face_present": ("", "bool", "a face was found"),
     "rotation": ("3", "float32", "head pitch, yaw, roll (radians), relative to the clip"),
     "translation": ("3", "float32", "head translation, template units"),

@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--out", required=True,
                    help="run directory: checkpoint (resumed), metrics.csv, export/")
     m.add_argument("--steps", type=int, help="train until this step (overrides the config)")
+    m.add_argument("--holdout", help="a held-out dataset evaluated every eval_every steps "
+                                     "(evals.csv)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {step}: loss {row['total']:.4f} (face {row['face']:.4f}, "
               f"body {row['body']:.4f})", file=sys.stderr)
 
-    trainer = train(args.data, cfg, args.out, on_log=log)
+    trainer = train(args.data, cfg, args.out, on_log=log, holdout=args.holdout)
     if trainer.rank == 0:  # under torchrun the others stay quiet
         print(f"trained to step {trainer.steps_done}; weights for the diffusion engine: "
               f"{Path(args.out) / EXPORT}")

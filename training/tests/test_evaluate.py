@@ -53,3 +53,15 @@ def test_eval_reports_the_model_beside_the_real_labels(tmp_path: Path, capsys) -
     assert set(results["model"]) == {"lipsync_r", "closed", "diversity", "jitter"}
     assert "| real labels |" in capsys.readouterr().out
     assert main(["eval", "motion", "--data", str(ds), "--engine", "signal"]) == 0
+
+
+def test_training_evaluates_on_the_holdout_set_as_it_goes(tmp_path: Path) -> None:
+    train_ds, holdout = tmp_path / "train", tmp_path / "holdout"
+    write_shard(train_ds / "shards" / "a.tar", [_clip(k) for k in range(2)])
+    write_shard(holdout / "shards" / "b.tar", [_clip(5)])
+    out = tmp_path / "run"
+    run(train_ds, TrainConfig(model=TINY, batch_size=4, steps=4, eval_every=2), out,
+        holdout=holdout)
+    rows = (out / "evals.csv").read_text().splitlines()
+    assert rows[0] == "step,lipsync_r,closed,diversity,jitter"
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]

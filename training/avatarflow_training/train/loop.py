@@ -38,6 +38,7 @@ from avatarflow_training.train.data import ClipSet
 from avatarflow_training.train.objective import Objective, Step, collate
 
 CHECKPOINT, METRICS, EXPORT = "checkpoint.pt", "metrics.csv", "export"
+EVALS = "evals.csv"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainConfig:
     p_reference: float = 0.5
     body_weight: float = 1.0
     device: str = "auto"  # "auto": this process's GPU (LOCAL_RANK) if there is one, else CPU
+    eval_every: int = 0  # evaluate the EMA weights on the held-out set every N steps; 0 = never
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> TrainConfig:
@@ -191,23 +193,26 @@ def model_config(cfg: TrainConfig, data: ClipSet, fps: float) -> DiffusionConfig
 
 
 def run(data_dir: str | Path, cfg: TrainConfig, out: str | Path, *,
-        on_log: Any = None) -> Trainer:
+        on_log: Any = None, holdout: str | Path | None = None) -> Trainer:
     """Trains until ``cfg.steps`` (resuming from ``out``'s checkpoint), logging to
     ``out/metrics.csv``, checkpointing every ``checkpoint_every`` steps and at the end, and
-    exporting to ``out/export``. Under torchrun (WORLD_SIZE > 1) every process calls it."""
+    exporting to ``out/export``; with ``holdout`` (a dataset) and ``eval_every``, the EMA
+    weights are evaluated on it then (``out/evals.csv``). Under torchrun (WORLD_SIZE > 1)
+    every process calls it."""
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         gpu = _device(cfg.device).type == "cuda"
         dist.init_process_group("nccl" if gpu else "gloo")
         started = True
     try:
-        return _run(data_dir, cfg, Path(out), on_log)
+        return _run(data_dir, cfg, Path(out), on_log, holdout)
     finally:
         if started:
             dist.destroy_process_group()
 
 
-def _run(data_dir: str | Path, cfg: TrainConfig, out: Path, on_log: Any) -> Trainer:
+def _run(data_dir: str | Path, cfg: TrainConfig, out: Path, on_log: Any,
+         holdout: str | Path | None) -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     probe = preset(cfg.preset, **cfg.model)
     data = ClipSet.load(data_dir, history=probe.history, size=probe.window,
@@ -242,6 +247,29 @@ def _run(data_dir: str | Path, cfg: TrainConfig, out: Path, on_log: Any) -> Trai
                     on_log(s, row)
             if s % cfg.checkpoint_every == 0 or s == cfg.steps:
                 trainer.save(ckpt)
+            if lead and holdout is not None and cfg.eval_every and s % cfg.eval_every == 0:
+                _evaluate(trainer, Path(holdout), out)
     if lead:
         trainer.export(out / EXPORT)
     return trainer
+
+
+def _evaluate(trainer: Trainer, holdout: Path, out: Path) -> dict[str, float]:
+    """The EMA weights' measures on the held-out set, appended to ``out/evals.csv``."""
+    from avatarflow_motion_gen.engines.diffusion import DiffusionEngine
+    from avatarflow_training.evaluate import MEASURES, evaluate
+
+    weights = trainer.export(out / "eval-weights")
+    engine = DiffusionEngine(weights=str(weights))
+    try:
+        model = evaluate(engine, holdout)["model"]
+    finally:
+        engine.close()
+    path = out / EVALS
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        log = csv.writer(f)
+        if new:
+            log.writerow(["step", *MEASURES])
+        log.writerow([trainer.steps_done, *(f"{model[k]:.4f}" for k in MEASURES)])
+    return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Command -> the module of avatarflow.cli whose ``run(args)`` carries it out (imported only
+# when chosen: a command's heavy dependencies load with it).
+RUNNERS = {"demo": "demo", "serve": "serve", "style-reference": "style_reference",
+           "render-frame": "render_frame", "weights": "weights", "motion": "motion",
+           "keys": "keys", "dataset": "dataset", "train": "train", "eval": "evaluate",
+           "up": "up", "client": "client"}
+
+
 def _one_thread_per_service() -> None:
     """A service runs one engine thread per replica (scale out with replicas): numerical
     libraries must not start thread pools that spin on the cores the other services need.
@@ -81,51 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "demo":
-            from avatarflow.cli import demo
-
-            demo.run(args)
-        elif args.command == "serve":
-            from avatarflow.cli import serve
-
-            return serve.run(args)
-        elif args.command == "style-reference":
-            from avatarflow.cli import style_reference
-
-            return style_reference.run(args)
-        elif args.command == "render-frame":
-            from avatarflow.cli import render_frame
-
-            return render_frame.run(args)
-        elif args.command == "weights":
-            from avatarflow.cli import weights
-
-            return weights.run(args)
-        elif args.command == "motion":
-            from avatarflow.cli import motion
-
-            return motion.run(args)
-        elif args.command == "keys":
-            from avatarflow.cli import keys
-
-            return keys.run(args)
-        elif args.command == "dataset":
-            from avatarflow.cli import dataset
-
-            return dataset.run(args)
-        elif args.command == "train":
-            from avatarflow.cli import train
-
-            return train.run(args)
-        elif args.command == "eval":
-            from avatarflow.cli import evaluate
-
-            return evaluate.run(args)
-        elif args.command in ("up", "client"):
-            commands = {n: mod for n, mod, _ in _cluster_commands()}
-            code: int = commands[args.command].run(args)
-            return code
-        elif args.command == "make-inputs":
+        if args.command in RUNNERS:
+            module = importlib.import_module(f"avatarflow.cli.{RUNNERS[args.command]}")
+            code = module.run(args)  # an exit code (demo's: its report, a dict)
+            return code if isinstance(code, int) else 0
+        if args.command == "make-inputs":
             from avatarflow.cli.inputs import make_inputs
 
             for path in make_inputs(Path(args.dir)):

@@ -17,7 +17,12 @@ import numpy as np
 
 from avatarflow.contracts import style
 from avatarflow.contracts.errors import InvalidInput, MissingExtra
-from avatarflow.contracts.motion import EXPRESSION_BASIS, HEAD_MEDIAPIPE_INDEX, HEAD_TEMPLATE
+from avatarflow.contracts.motion import (
+    EXPRESSION_BASIS,
+    HEAD_MEDIAPIPE_INDEX,
+    HEAD_TEMPLATE,
+    similarity_fit,
+)
 
 _TEMPLATE = HEAD_TEMPLATE.astype(np.float64)
 # Points no blendshape moves (eye corners, nose, upper jaw): the pose is fitted on these only.
@@ -38,16 +43,9 @@ class Extraction:
 def remove_pose(keypoints: np.ndarray) -> np.ndarray:
     """K x 3 keypoints in any similarity frame -> template frame (IOD units), fitted on the
     rigid points (Umeyama's least-squares similarity)."""
-    src, dst = keypoints[_RIGID].astype(np.float64), _TEMPLATE[_RIGID]
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sv, vt = np.linalg.svd(b.T @ a / len(a))
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = float((sv * d).sum() / (a**2).sum(axis=1).mean())
-    return scale * (keypoints - mu_s) @ rot.T + mu_d
+    scale, rot, shift = similarity_fit(keypoints[_RIGID], _TEMPLATE[_RIGID])
+    out: np.ndarray = scale * keypoints.astype(np.float64) @ rot.T + shift
+    return out
 
 
 def coefficients(keypoints: np.ndarray) -> np.ndarray:

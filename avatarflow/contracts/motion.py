@@ -155,6 +155,21 @@ def euler_to_matrix(rotation: np.ndarray) -> np.ndarray:
     return (rz @ ry @ rx).astype(np.float32)
 
 
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(a, R, b) minimising ``|dst - (a R src + b)|^2`` over N x 3 point pairs (Umeyama's
+    least-squares similarity; R a proper rotation)."""
+    src, dst = src.astype(np.float64), dst.astype(np.float64)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - mu_s, dst - mu_d
+    u, sv, vt = np.linalg.svd(b.T @ a / len(a))
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    scale = float((sv * d).sum() / (a**2).sum(axis=1).mean())
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
 def matrix_to_euler(rot: np.ndarray) -> np.ndarray:
     """The inverse of ``euler_to_matrix`` (yaw within +-90 degrees): 3 float32 radians."""
     r = np.asarray(rot, dtype=np.float64)

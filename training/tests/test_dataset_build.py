@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+from train_samples import posed_frame
 
 from avatarflow.cli.main import main
 from avatarflow.cli.media import Mp4Writer
 from avatarflow.contracts import motion as mo
 from avatarflow_training.dataset import shards
 from avatarflow_training.dataset.clip import clip_id
-
-from .test_face_labels import _motion
 
 FPS, RATE, SECONDS = 24.0, 16000, 2.5
 
@@ -55,7 +54,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
             rot[:, 1] = 0.2 * np.sin(2 * np.pi * t / (20.0 + 7 * k))
             e = np.zeros((n, len(mo.EXPRESSIONS)), np.float32)
             e[:, mo.EXPR["jaw_open"]] = 0.3 + 0.3 * np.sin(2 * np.pi * t / 6.0 + k)
-            frames = [engine.render(avatar, _motion(r, x)) for r, x in zip(rot, e, strict=True)]
+            frames = [engine.render(avatar, posed_frame(r, x)) for r, x in zip(rot, e, strict=True)]
             _write(root / f"talk{k}.mp4", frames, _speech(SECONDS, k))
         short = frames[: int(FPS)]
     finally:

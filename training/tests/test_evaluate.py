@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("torch")
 
+from train_samples import TINY, labelled_clip  # noqa: E402
+
 from avatarflow.cli.main import main  # noqa: E402
 from avatarflow.contracts import motion as mo  # noqa: E402
 from avatarflow_training.dataset.shards import write_shard  # noqa: E402
 from avatarflow_training.evaluate import Motion, measure  # noqa: E402
 from avatarflow_training.train.loop import TrainConfig, run  # noqa: E402
-
-from .test_train_loop import TINY, _clip  # noqa: E402
 
 
 def _motion(jaw: np.ndarray) -> Motion:
@@ -41,7 +41,7 @@ def test_the_measures_say_what_a_viewer_sees() -> None:
 
 def test_eval_reports_the_model_beside_the_real_labels(tmp_path: Path, capsys) -> None:
     ds = tmp_path / "ds"
-    write_shard(ds / "shards" / "a.tar", [_clip(k) for k in range(2)])
+    write_shard(ds / "shards" / "a.tar", [labelled_clip(k) for k in range(2)])
     run(ds, TrainConfig(model=TINY, batch_size=4, steps=3), tmp_path / "run")
     out = tmp_path / "eval.json"
     assert main(["eval", "motion", "--data", str(ds), "--weights", str(tmp_path / "run"),
@@ -57,8 +57,8 @@ def test_eval_reports_the_model_beside_the_real_labels(tmp_path: Path, capsys) -
 
 def test_training_evaluates_on_the_holdout_set_as_it_goes(tmp_path: Path) -> None:
     train_ds, holdout = tmp_path / "train", tmp_path / "holdout"
-    write_shard(train_ds / "shards" / "a.tar", [_clip(k) for k in range(2)])
-    write_shard(holdout / "shards" / "b.tar", [_clip(5)])
+    write_shard(train_ds / "shards" / "a.tar", [labelled_clip(k) for k in range(2)])
+    write_shard(holdout / "shards" / "b.tar", [labelled_clip(5)])
     out = tmp_path / "run"
     run(train_ds, TrainConfig(model=TINY, batch_size=4, steps=4, eval_every=2), out,
         holdout=holdout)

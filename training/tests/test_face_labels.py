@@ -6,22 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import skimage.data
+from train_samples import posed_frame
 
 from avatarflow.contracts import motion as mo
-from avatarflow.contracts.messages import MotionFrame
 from avatarflow_training.dataset.face import face_labels, mean_rotation, similarity
 from avatarflow_training.dataset.tracking import FaceTracker
 
 FRAMES = 48
-
-
-def _motion(rotation: np.ndarray, e: np.ndarray) -> MotionFrame:
-    wrists = mo.BODY_CANONICAL[[mo.BODY["wrist_l"], mo.BODY["wrist_r"]]]
-    return MotionFrame(
-        session_id="s", rotation=rotation.astype(np.float32),
-        translation=np.zeros(3, np.float32), scale=1.0, expression=e,
-        head_template=mo.head_template(e), head_offset=np.zeros((mo.K, 3), np.float32),
-        body=mo.BODY_CANONICAL.copy(), hands=(mo.HAND_REST + wrists[:, None]).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def clip() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     engine = create("warp")
     try:
         avatar = analyse(skimage.data.astronaut(), "astronaut", "head", 256, 256)
-        frames = [engine.render(avatar, _motion(r, e)) for r, e in zip(rotation, expression,
+        frames = [engine.render(avatar, posed_frame(r, e)) for r, e in zip(rotation, expression,
                                                                       strict=True)]
     finally:
         engine.close()

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avatarflow.contracts import motion as mo  # noqa: E402
+from train_samples import FPS, LAYOUT, TINY, D, labelled_clip  # noqa: E402
+
 from avatarflow.contracts.controls import Controls  # noqa: E402
 from avatarflow.contracts.errors import InvalidInput  # noqa: E402
 from avatarflow_motion_gen.engines.diffusion import DiffusionEngine, preset  # noqa: E402
@@ -18,37 +19,11 @@ from avatarflow_training.dataset.shards import write_shard  # noqa: E402
 from avatarflow_training.train.data import ClipSet  # noqa: E402
 from avatarflow_training.train.loop import TrainConfig, Trainer, model_config, run  # noqa: E402
 
-LAYOUT, D, FPS = "mel40+energy_db+voicing+zcr+flux", 44, 30.0
-TINY = {"width": 16, "heads": 2, "face_layers": 1, "body_layers": 1, "train_steps": 100}
-
-
-def _clip(k: int, t: int = 90) -> tuple[dict, dict[str, np.ndarray]]:
-    """A clip whose mouth opens with the loudness of its 'audio'."""
-    rng = np.random.default_rng(k)
-    loud = np.clip(np.sin(np.arange(t) / 3.0 + k) + rng.normal(0, 0.1, t), 0, None)
-    audio = rng.normal(0, 1, (t, D)).astype(np.float32)
-    audio[:, 40] = 40 * loud - 60  # energy_db
-    expr = np.zeros((t, len(mo.EXPRESSIONS)), np.float32)
-    expr[:, mo.EXPR["jaw_open"]] = 0.6 * loud
-    arrays = {
-        "audio": audio, "loudness": (40 * loud - 60).astype(np.float32),
-        "face_present": np.ones(t, bool), "expression": expr,
-        "rotation": rng.normal(0, 0.05, (t, 3)).astype(np.float32),
-        "translation": np.zeros((t, 3), np.float32), "scale": np.ones(t, np.float32),
-        "head_offset": np.zeros((t, mo.K, 3), np.float32),
-        "body_present": np.ones(t, bool),
-        "body": np.repeat(mo.BODY_CANONICAL[None], t, axis=0),
-        "body_visible": np.ones((t, mo.B), bool),
-        "hands": np.full((t, 2, 21, 3), np.nan, np.float32),
-        "hands_present": np.zeros((t, 2), bool)}
-    meta = {"id": f"clip{k}", "fps": FPS, "frames": t, "audio_layout": LAYOUT}
-    return meta, arrays
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ds = tmp_path_factory.mktemp("ds")
-    write_shard(ds / "shards" / "a.tar", [_clip(k) for k in range(3)])
+    write_shard(ds / "shards" / "a.tar", [labelled_clip(k) for k in range(3)])
     return ds
 
 

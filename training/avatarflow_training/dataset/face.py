@@ -47,16 +47,7 @@ class FaceLabels:
 
 def similarity(keypoints: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """(a, R, b) with ``keypoints ~ a R template + b`` on the rigid points (K x 3 in)."""
-    src, dst = _TEMPLATE[RIGID], keypoints[RIGID].astype(np.float64)
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sv, vt = np.linalg.svd(b.T @ a / len(a))
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = float((sv * d).sum() / (a**2).sum(axis=1).mean())
-    return scale, rot, mu_d - scale * rot @ mu_s
+    return mo.similarity_fit(_TEMPLATE[RIGID], keypoints[RIGID])
 
 
 def mean_rotation(rotations: np.ndarray) -> np.ndarray:
